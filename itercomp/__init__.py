@@ -1,0 +1,3 @@
+"""itercomp: composition-aware preference learning for text-to-image diffusion models (after IterComp)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""`itercomp` — the command line. Each command group lives in itercomp/commands/<group>.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from itercomp.errors import ItercompError
+
+# (group name, module, one-line help); a module registers its subcommands with `register(parser)`.
+GROUPS = [
+    ("world", "itercomp.commands.world", "the shapes world: prompts, ground-truth samples, oracle scoring"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (what is wrong, where to look) and exits with 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+        sys.exit(2)
+
+
+def build_parser() -> Parser:
+    import importlib
+
+    parser = Parser(prog="itercomp", description="Composition-aware preference learning for text-to-image models.")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
+    groups.required = True
+    for name, module, help_text in GROUPS:
+        sub = groups.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ItercompError as e:
+        sys.stderr.write(f"itercomp: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("itercomp: interrupted; finished work is saved, run the same command again to resume\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""The shapes world (DESIGN.md §3): vocabulary, prompts and splits, parser, renderer and the pixel oracle."""
+
+from itercomp.world.oracle import Verdict, score
+from itercomp.world.prompts import generate_prompts, split_of
+from itercomp.world.render import render
+from itercomp.world.scene import ObjectSpec, Relation, Scene, canonical, parse, prompt_id
+from itercomp.world.vocab import ASPECTS, COLORS, PALETTE, REWARD_ASPECTS, SHAPES, SPLITS
+
+__all__ = [
+    "ASPECTS",
+    "COLORS",
+    "PALETTE",
+    "REWARD_ASPECTS",
+    "SHAPES",
+    "SPLITS",
+    "ObjectSpec",
+    "Relation",
+    "Scene",
+    "Verdict",
+    "canonical",
+    "generate_prompts",
+    "parse",
+    "prompt_id",
+    "render",
+    "score",
+    "split_of",
+]
