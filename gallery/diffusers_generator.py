@@ -45,6 +45,7 @@ class DiffusersConfig:
     call: dict = field(default_factory=dict)  # pipeline call kwargs: steps, guidance, size, negative prompt
     batch_size: int = 4
     seeding: Literal["per_image", "per_batch"] = "per_image"  # per_batch: one generator seeded by the first seed
+    strict_call: bool = True  # false: allow call arguments that only a pipeline's **kwargs takes
 
     def __post_init__(self):
         if not self.model.strip():
@@ -102,14 +103,16 @@ def resolve_class(path: str):
         raise ValueError(f"cannot import {path!r}: {e}") from None
 
 
-def check_kwargs(func, kwargs: dict, what: str) -> None:
-    """Names in `kwargs` that `func` does not take are errors (unless it takes **kwargs)."""
+def check_kwargs(func, kwargs: dict, what: str, strict: bool = True) -> None:
+    """Names in `kwargs` that `func` does not name are errors. diffusers pipelines take **kwargs only for
+    deprecated callbacks, so a typo would pass silently without `strict`."""
     params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    if not strict and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    unknown = [k for k in kwargs if k not in params]
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"]
+    unknown = [k for k in kwargs if k not in named]
     if unknown:
-        allowed = [n for n in params if n not in ("self", *RESERVED_CALL_ARGS)]
+        allowed = [n for n in named if n not in RESERVED_CALL_ARGS]
         raise ValueError(f"{what} has no argument {unknown[0]!r}; it takes {', '.join(allowed)}")
 
 
@@ -122,7 +125,9 @@ class DiffusersGenerator(Generator):
         """Checks that need diffusers but no weights: class names, call and scheduler arguments."""
         if config.pipeline != "auto" and "." not in config.pipeline:
             pipeline_cls = resolve_class(config.pipeline)
-            check_kwargs(pipeline_cls.__call__, config.call, f"field 'call': {config.pipeline}.__call__")
+            check_kwargs(
+                pipeline_cls.__call__, config.call, f"field 'call': {config.pipeline}.__call__", config.strict_call
+            )
         if config.scheduler is not None:
             name = config.scheduler["class"]
             scheduler_cls = _diffusers_attr(name)
@@ -166,14 +171,19 @@ class DiffusersGenerator(Generator):
         if reason:
             raise ItercompError(f"gallery member {self.name!r}: {reason}")
         pipeline_cls = resolve_class("DiffusionPipeline" if self.config.pipeline == "auto" else self.config.pipeline)
-        kwargs = {"torch_dtype": getattr(torch, self.config.dtype), **self.config.load}
+        kwargs = {_dtype_argument(): getattr(torch, self.config.dtype), **self.config.load}
         try:
             with _quiet_transformers():
                 pipe = pipeline_cls.from_pretrained(self.model_path, **kwargs)
         except OSError as e:
             raise ItercompError(f"gallery member {self.name!r}: cannot load {self.config.model}: {e}") from None
         try:  # with pipeline 'auto' the class is known only now
-            check_kwargs(type(pipe).__call__, self.config.call, f"field 'call': {type(pipe).__name__}.__call__")
+            check_kwargs(
+                type(pipe).__call__,
+                self.config.call,
+                f"field 'call': {type(pipe).__name__}.__call__",
+                self.config.strict_call,
+            )
         except ValueError as e:
             raise ItercompError(f"gallery member {self.name!r}: {e}") from None
         if self.config.scheduler is not None:
@@ -219,6 +229,13 @@ class DiffusersGenerator(Generator):
             **{k: v for k, v in self.config.call.items() if isinstance(v, (int, float, str, bool, type(None)))},
         }
         return [(image, dict(meta)) for image in images]
+
+
+def _dtype_argument() -> str:
+    """diffusers renamed `torch_dtype` to `dtype` (and warns about the old name); older releases know only it."""
+    from diffusers.pipelines import pipeline_utils
+
+    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def _auto(device: str):

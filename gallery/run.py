@@ -227,6 +227,9 @@ def render_gallery(
     jobs = plan(prompts, [g.name for g in generators], seeds)
     # Every process decides what is missing before any process writes, so all agree on the split.
     pending = [j for j in jobs if not (out / j.path).is_file()]
+    if main:  # half-written temp files of a killed run; no process writes before the barrier below
+        for stale in (out / "images").glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     acc.wait_for_everyone()
     done = len(jobs) - len(pending)
     say(

@@ -11,7 +11,40 @@ from pathlib import Path
 
 TINY_KINDS = ("stable_diffusion", "stable_diffusion_xl", "stable_diffusion_3", "flux", "sana")
 # Words the tiny tokenizer knows; everything else maps to [UNK]. Enough for the shapes world's prompts.
-_WORDS = ["a", "an", "the", "and", "of", "to", "left", "right", "above", "below", "inside", "bigger", "smaller", "than", "touching", "small", "large", "solid", "hollow", "red", "orange", "yellow", "green", "cyan", "blue", "purple", "white", "circle", "square", "triangle", "cross", "photo"]
+_WORDS = [
+    "a",
+    "an",
+    "the",
+    "and",
+    "of",
+    "to",
+    "left",
+    "right",
+    "above",
+    "below",
+    "inside",
+    "bigger",
+    "smaller",
+    "than",
+    "touching",
+    "small",
+    "large",
+    "solid",
+    "hollow",
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "cyan",
+    "blue",
+    "purple",
+    "white",
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "photo",
+]
 _SPECIAL = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 VOCAB_SIZE = 64  # >= len(_SPECIAL) + len(_WORDS); the text encoders' embedding tables are this big
 
