@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-slow lint bench clean-venv
+.PHONY: install demo test test-slow lint bench clean-venv chromium
 
 install: $(STAMP)
 
@@ -21,8 +21,12 @@ demo: install
 	$(BIN)/itercomp world sample --aspect all -n 8 --out runs/demo-world
 	$(BIN)/itercomp world score --prompts runs/demo-world/prompts.jsonl --images runs/demo-world/images --out runs/demo-world/score.json
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
+
+# The annotation app's browser test drives Debian's chromium through playwright (never `playwright install`).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

@@ -10,6 +10,7 @@ from itercomp.errors import ItercompError
 # (group name, module, one-line help); a module registers its subcommands with `register(parser)`.
 GROUPS = [
     ("world", "itercomp.commands.world", "the shapes world: prompts, ground-truth samples, oracle scoring"),
+    ("annotate", "itercomp.commands.annotate", "the ranking app: serve, users, simulated annotators, stats, export"),
     ("gallery", "itercomp.commands.gallery", "the model gallery: render prompts with many generators"),
 ]
 

@@ -1,0 +1,14 @@
+"""The annotation app: annotators rank gallery images per prompt and aspect, safely, together.
+
+- `annotation_app.store.Store`: the database (SQLite WAL or any SQLAlchemy URL): users, tasks, submission keys,
+  rankings; idempotent submissions; assignment; progress.
+- `annotation_app.tasks`: tasks from a gallery run's `manifest.jsonl`, and the per-aspect guidelines.
+- `annotation_app.server.create_app`: FastAPI app with the JSON API and the Gradio UI mounted on it.
+- `annotation_app.agreement`, `annotation_app.simulate`, `annotation_app.interchange`: statistics, simulated
+  annotators, export to a Hugging Face dataset and `rankings.jsonl`, importers for IterComp and ImageReward files.
+"""
+
+from annotation_app.config import AppConfig
+from annotation_app.store import Assignment, Store, SubmissionError, Submitted
+
+__all__ = ["AppConfig", "Assignment", "Store", "SubmissionError", "Submitted"]

@@ -1,0 +1,39 @@
+"""Configuration of the annotation server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from itercomp.errors import ItercompError
+
+TASK_ASPECT_POLICIES = ("own", "all")
+
+
+@dataclass
+class AppConfig:
+    db: str = field(default="sqlite:///annotations.sqlite", metadata={"help": "SQLAlchemy URL or a SQLite file path"})
+    gallery_run: Path | None = field(default=None, metadata={"help": "gallery run folder with manifest.jsonl"})
+    overlap: int = field(default=1, metadata={"help": "annotators per task (k); a task with k rankings is done"})
+    task_aspects: str = field(
+        default="own",
+        metadata={
+            "help": "'own': rank a prompt only for the aspect it was written for (IterComp's way); "
+            "'all': rank every prompt for each of the three reward aspects"
+        },
+    )
+    round: int = field(default=0, metadata={"help": "loop round the tasks belong to"})
+    # An issued task counts as taken by its annotator for this long (assignment spreads other annotators to
+    # other tasks); the key itself never expires, so a slow annotator's ranking is still accepted.
+    lease_seconds: float = 30 * 60
+    # A ranking of 12 candidates is < 2 KB; anything near this limit is not a ranking.
+    max_body_bytes: int = 64 * 1024
+    title: str = "itercomp · rank images"
+
+    def __post_init__(self):
+        if self.overlap < 1:
+            raise ItercompError(f"--overlap must be >= 1 (annotators per task), got {self.overlap}")
+        if self.task_aspects not in TASK_ASPECT_POLICIES:
+            raise ItercompError(f"--task-aspects must be one of {TASK_ASPECT_POLICIES}, got {self.task_aspects!r}")
+        if self.gallery_run is not None:
+            self.gallery_run = Path(self.gallery_run)
