@@ -97,7 +97,7 @@ def format_agreement(report: dict[str, dict]) -> str:
         tau = "n/a" if r["kendall_tau_mean"] is None else f"{r['kendall_tau_mean']:.3f}"
         a = "n/a" if r["krippendorff_alpha"] is None else f"{r['krippendorff_alpha']:.3f}"
         lines.append(f"{aspect:<26} {r['rankings']:>8} {r['tasks']:>6} {r['tasks_with_2_or_more']:>6} {tau:>7} {a:>7}")
-    lines.append("shared: tasks ranked by >= 2 annotators; tau: mean Kendall tau-b over annotator pairs on a task; ")
+    lines.append("shared: tasks ranked by >= 2 annotators; tau: mean Kendall tau-b over annotator pairs on a task;")
     lines.append("alpha: Krippendorff's alpha (ordinal) over (task, image) ranks; n/a: no task has 2 rankings")
     return "\n".join(lines)
 

@@ -16,9 +16,10 @@ import hashlib
 import random
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,13 +288,18 @@ class Store:
                 raise
             raise ItercompError(f"cannot open the annotation database {self.url}: {e}") from None
         self._task_cache: dict[int, TaskSpec] = {}
+        self._write_lock = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        # SQLite has one writer at a time. Threads of this process queue on a lock (woken the moment it is free)
+        # rather than on SQLite's busy handler, which sleeps in growing steps up to 100 ms and leaves the database
+        # idle between writers; other processes still queue on the busy timeout.
+        lock = self._write_lock if write and self.is_sqlite else nullcontext()
+        with lock, self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.execution_options(sqlite_begin="IMMEDIATE" if write else "DEFERRED")
             with conn.begin():

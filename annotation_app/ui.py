@@ -168,8 +168,10 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
         progress_md = gr.Markdown(elem_id="progress")
 
         outputs = [state, aspect_md, prompt_md, guideline_md, progress_md, *images, *radios, *columns, submit]
-        demo.load(show, inputs=None, outputs=outputs, concurrency_limit=None)
-        submit.click(save, inputs=[state, *radios], outputs=[state], concurrency_limit=None).success(
-            show, inputs=None, outputs=outputs, concurrency_limit=None
+        # Private: programs use the JSON API under /api, not Gradio's client API.
+        private = {"concurrency_limit": None, "api_visibility": "private"}
+        demo.load(show, inputs=None, outputs=outputs, **private)
+        submit.click(save, inputs=[state, *radios], outputs=[state], **private).success(
+            show, inputs=None, outputs=outputs, **private
         )
     return demo

@@ -90,6 +90,8 @@ def test_log_in_rank_submit_next(tmp_path):
             page.locator("body").click(position={"x": 5, "y": 5})
             page.keyboard.press("d")
             expect(page.locator("#rank-D input[value='4']")).to_be_checked()
+            page.get_by_test_id("toast-close").first.click()  # the refusal's toast, out of the picture
+            expect(page.get_by_test_id("toast-body")).to_have_count(0)
             screenshot = tmp_path / "ranking_page.png"
             page.screenshot(path=str(screenshot), full_page=True)
             page.keyboard.press("Enter")
