@@ -10,12 +10,13 @@ import json
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from annotation_app.config import AppConfig
 from annotation_app.store import KINDS, Store, SubmissionError
 from annotation_app.tasks import GUIDELINES
+from itercomp.errors import ItercompError
 
 SUBMISSION_FIELDS = {
     "submission_key": "the key that came with the task (GET /api/tasks/next)",
@@ -144,6 +145,24 @@ def api_router(store: Store, config: AppConfig) -> APIRouter:
         return JSONResponse(
             {"ranking_id": result.ranking_id, "replay": result.replay}, status_code=200 if result.replay else 201
         )
+
+    @router.get("/images/{task_id}/{image_id}")
+    async def image(request: Request, task_id: int, image_id: str):
+        """A candidate image of a task, for clients that draw their own ranking page."""
+
+        def find(_user: str):
+            try:
+                task = store.task(task_id)
+            except ItercompError:
+                raise SubmissionError(404, f"no task {task_id}") from None
+            if image_id not in task.candidate_ids:
+                raise SubmissionError(404, f"task {task_id} has no image {image_id!r}")
+            path = task.image_path(image_id)
+            if not path.is_file():
+                raise SubmissionError(404, f"image {image_id} is missing on the server ({path})")
+            return path
+
+        return FileResponse(await as_user(request, find))
 
     @router.get("/progress")
     async def progress(request: Request):

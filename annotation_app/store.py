@@ -197,7 +197,10 @@ class Assignment:
             "prompt_id": self.task.prompt_id,
             "prompt": self.task.prompt,
             "aspect": self.task.aspect,
-            "candidates": [{"image_id": i, "path": by_id[i].path} for i in self.shown_order],
+            "candidates": [
+                {"image_id": i, "path": by_id[i].path, "url": f"/api/images/{self.task_id}/{i}"}
+                for i in self.shown_order
+            ],
         }
 
 

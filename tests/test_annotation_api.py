@@ -63,6 +63,10 @@ def test_validation_messages_write_nothing(live):
         login(client, "alice", "alice-pw")
         task = client.get("/api/tasks/next").json()["task"]
         assert task["guideline"] and len(task["candidates"]) == 4
+        image = client.get(task["candidates"][0]["url"])
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        assert client.get(f"/api/images/{task['task_id']}/nope").status_code == 404
+        assert client.get(task["candidates"][0]["url"], headers={"Authorization": ""}).status_code == 401
         good = body_of(task)
         ids = good["order"]
         other_aspect = next(a for a in ("attribute_binding", "spatial_relationship") if a != task["aspect"])
