@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from PIL.PngImagePlugin import PngInfo
 from gallery.base import Generator
 from gallery.spec import Gallery
 from itercomp.errors import ItercompError, PromptError
-from itercomp.io import atomic_open, read_jsonl, sha256_file, write_json, write_jsonl
+from itercomp.io import read_jsonl, sha256_file, write_json, write_jsonl
 from itercomp.records import MANIFEST, ImageRecord, image_id
 
 PNG_METADATA_KEY = "itercomp"  # the member's metadata for an image, as JSON in a PNG text chunk
@@ -150,11 +151,39 @@ def read_png_metadata(path) -> dict:
         return json.loads(image.text.get(PNG_METADATA_KEY, "{}"))
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """Write to a temp file, then rename: a killed process leaves the whole file or none. No fsync per image
+    (it would cost more than rendering a small image); a file cut short by a power loss fails `is_complete`
+    on the next run and is rendered again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_image(path: Path, image, metadata: dict) -> str:
     data = encode_png(image, metadata)
-    with atomic_open(path, "wb") as f:
-        f.write(data)
+    write_file(path, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def is_complete(path: Path, trusted: dict[str, str]) -> bool:
+    """Is this image finished? Files the manifest lists are trusted; others (from a run killed before it wrote
+    the manifest) must decode as a whole PNG."""
+    if not path.is_file():
+        return False
+    if path.name in trusted:
+        return True
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:
+        return False
 
 
 # ---- the run --------------------------------------------------------------------------------------------------
@@ -226,7 +255,9 @@ def render_gallery(
     seeds = seeds_for(images_per_prompt, seed)
     jobs = plan(prompts, [g.name for g in generators], seeds)
     # Every process decides what is missing before any process writes, so all agree on the split.
-    pending = [j for j in jobs if not (out / j.path).is_file()]
+    manifest = out / MANIFEST
+    trusted = {Path(r["path"]).name: r["sha256"] for r in read_jsonl(manifest)} if manifest.is_file() else {}
+    pending = [j for j in jobs if not is_complete(out / j.path, trusted)]
     if main:  # half-written temp files of a killed run; no process writes before the barrier below
         for stale in (out / "images").glob(".*.tmp"):
             stale.unlink(missing_ok=True)
@@ -348,5 +379,4 @@ def write_grids(out: Path, prompts, members, seeds, touched: set[str]) -> None:
         grid = make_grid(images, captions, columns=len(seeds), scale=scale, caption_lines=1, title=prompt["prompt"])
         buffer = io.BytesIO()
         grid.save(buffer, format="PNG")
-        with atomic_open(target, "wb") as f:
-            f.write(buffer.getvalue())
+        write_file(target, buffer.getvalue())
