@@ -27,6 +27,7 @@ from annotation_app.store import Store
 from annotation_app.toy_gallery import make_toy_gallery
 
 PASSWORD = "load-test-password"
+OUTAGE_SECONDS = 120.0  # how long clients keep re-sending while the server is unreachable
 
 
 @dataclass
@@ -41,6 +42,9 @@ class LoadConfig:
     # "all": each prompt gives one task per aspect, so 100 tasks need only 34 prompts to draw
     task_aspects: str = "all"
     db: str | None = None  # SQLAlchemy URL; default a SQLite file in the work folder
+    # Kill the server with SIGKILL this many seconds into the run and start it again (subprocess server only):
+    # clients re-send what got no answer, and nothing acknowledged may be missing afterwards.
+    crash_after: float | None = None
 
 
 @dataclass
@@ -50,6 +54,8 @@ class ClientLog:
     retries: int = 0
     races: int = 0
     invalid_refused: int = 0
+    transport_retries: int = 0  # requests repeated after a connection error (the server was down)
+    replayed_after_outage: int = 0  # stored before the crash, answer lost, answered by a replay when re-sent
     errors: list = field(default_factory=list)
 
 
@@ -66,14 +72,14 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mode = mode
+        self.restarts = 0
         if mode == "subprocess":
-            command = [
+            self.command = [
                 sys.executable, "-m", "itercomp.cli", "annotate", "serve", "--db", db, "--gallery-run", str(gallery),
                 "--overlap", str(overlap), "--port", str(self.port), "--task-aspects", task_aspects,
             ]  # fmt: skip
             self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            self._spawn()
         else:
             import uvicorn
 
@@ -85,6 +91,25 @@ class Server:
             self.thread = threading.Thread(target=self.server.run, daemon=True)
             self.thread.start()
         self.wait()
+
+    def _spawn(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def crash_and_restart(self) -> float:
+        """SIGKILL the server (no shutdown, no flush) and start it again on the same port; returns the outage."""
+        if self.mode != "subprocess":
+            raise RuntimeError("only a subprocess server can be killed")
+        start = time.perf_counter()
+        self.cpu_before_restart = (self.cpu_before_restart or 0.0) + (self.cpu_seconds() or 0.0)
+        self.process.kill()
+        self.process.wait()
+        self.restarts += 1
+        self._spawn()
+        self.wait()
+        return time.perf_counter() - start
+
+    cpu_before_restart: float | None = None
 
     def wait(self, timeout: float = 120.0) -> None:
         deadline = time.time() + timeout
@@ -123,19 +148,24 @@ class Server:
             self.thread.join(timeout=20)
 
 
-def _post(client: httpx.Client, body: dict, log: ClientLog, attempts: int = 5) -> httpx.Response:
-    """POST a ranking, re-sending the same key on connection errors (what a real client does)."""
-    for attempt in range(attempts):
+def _call(client: httpx.Client, method: str, path: str, log: ClientLog, **kwargs) -> tuple[httpx.Response, bool]:
+    """One request, repeated unchanged on connection errors until the server answers (what a real client does:
+    for a POST that means the same submission key again). Returns the answer and whether it had to repeat."""
+    deadline, repeated = time.time() + OUTAGE_SECONDS, False
+    while True:
         log.requests += 1
         try:
-            return client.post("/api/rankings", json=body)
+            return client.request(method, path, **kwargs), repeated
         except httpx.TransportError as e:
-            log.retries += 1
-            if attempt == attempts - 1:
-                raise
-            log.errors.append(f"transport error, retrying: {e!r}")
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+            if time.time() > deadline:
+                raise RuntimeError(f"server unreachable for {OUTAGE_SECONDS} s: {e!r}") from e
+            log.transport_retries += 1
+            repeated = True
+            time.sleep(0.2)
+
+
+def _post(client: httpx.Client, body: dict, log: ClientLog) -> tuple[httpx.Response, bool]:
+    return _call(client, "POST", "/api/rankings", log, json=body)
 
 
 def _invalid(task: dict, order: list[str], rng: random.Random) -> tuple[dict, str]:
@@ -157,12 +187,10 @@ def run_client(url: str, name: str, config: LoadConfig, index: int) -> ClientLog
     log = ClientLog()
     rng = random.Random(f"{config.seed}-{index}")
     with httpx.Client(base_url=url, timeout=60) as client:
-        log.requests += 1
-        token = client.post("/api/login", json={"username": name, "password": PASSWORD}).json()["token"]
-        client.headers["Authorization"] = f"Bearer {token}"
+        login, _ = _call(client, "POST", "/api/login", log, json={"username": name, "password": PASSWORD})
+        client.headers["Authorization"] = f"Bearer {login.json()['token']}"
         for _ in range(config.submissions):
-            log.requests += 1
-            task = client.get("/api/tasks/next").json()["task"]
+            task = _call(client, "GET", "/api/tasks/next", log)[0].json()["task"]
             if task is None:
                 log.errors.append("ran out of tasks")
                 break
@@ -170,7 +198,7 @@ def run_client(url: str, name: str, config: LoadConfig, index: int) -> ClientLog
             rng.shuffle(order)
             if rng.random() < config.invalid_rate:
                 bad, kind = _invalid(task, order, rng)
-                response = _post(client, bad, log)
+                response, _ = _post(client, bad, log)
                 if response.status_code in (400, 409, 413, 422) and response.json().get("error"):
                     log.invalid_refused += 1
                 else:
@@ -183,22 +211,25 @@ def run_client(url: str, name: str, config: LoadConfig, index: int) -> ClientLog
                 # The same key twice at the same moment: exactly one insert, the other a replay of it.
                 log.races += 1
                 with ThreadPoolExecutor(2) as pool:
-                    first, second = pool.map(lambda b: _post(client, b, log), [body, body])
+                    (first, r1), (second, r2) = pool.map(lambda b: _post(client, b, log), [body, body])
                 codes = sorted([first.status_code, second.status_code])
                 ids = {first.json().get("ranking_id"), second.json().get("ranking_id")}
-                if codes != [200, 201] or len(ids) != 1:
+                # After a connection error both may be replays of an insert whose answer was lost.
+                expected = codes == [200, 201] or ((r1 or r2) and set(codes) <= {200, 201})
+                if not expected or len(ids) != 1:
                     log.errors.append(f"race answered {codes} with ids {ids}")
                 response = first
             else:
-                response = _post(client, body, log)
-                if response.status_code != 201:
+                response, repeated = _post(client, body, log)
+                if response.status_code != 201 and not (repeated and response.status_code == 200):
                     log.errors.append(f"submit answered {response.status_code}: {response.text[:200]}")
                     continue
+                log.replayed_after_outage += repeated and response.status_code == 200
             ranking_id = response.json()["ranking_id"]
             if rng.random() < config.retry_rate:
                 # The response "got lost": the client sends the same key again and must get the same ranking back.
                 log.retries += 1
-                again = _post(client, body, log)
+                again, _ = _post(client, body, log)
                 if again.status_code != 200 or again.json() != {"ranking_id": ranking_id, "replay": True}:
                     log.errors.append(f"retry answered {again.status_code}: {again.text[:200]}")
             log.sent[task["submission_key"]] = (name, task["prompt_id"], task["aspect"], order, ranking_id)
@@ -226,12 +257,17 @@ def run_load(workdir: str | Path, config: LoadConfig | None = None) -> dict:
     server = Server(
         db, gallery, config.clients, config.server, workdir / "server.log", task_aspects=config.task_aspects
     )
+    outage = None
     try:
         start, cpu = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(config.clients) as pool:
-            logs = list(pool.map(lambda i: run_client(server.url, names[i], config, i), range(config.clients)))
+            futures = [pool.submit(run_client, server.url, names[i], config, i) for i in range(config.clients)]
+            if config.crash_after is not None:
+                time.sleep(config.crash_after)
+                outage = server.crash_and_restart()
+            logs = [f.result() for f in futures]
         seconds, client_cpu = time.perf_counter() - start, time.process_time() - cpu
-        server_cpu = server.cpu_seconds()
+        server_cpu = (server.cpu_seconds() or 0.0) + (server.cpu_before_restart or 0.0)
     finally:
         server.stop()
 
@@ -263,10 +299,14 @@ def run_load(workdir: str | Path, config: LoadConfig | None = None) -> dict:
         "retries": sum(log.retries for log in logs),
         "races": sum(log.races for log in logs),
         "invalid_refused": sum(log.invalid_refused for log in logs),
+        "server_restarts": server.restarts,
+        "outage_seconds": round(outage, 1) if outage is not None else None,
+        "transport_retries": sum(log.transport_retries for log in logs),
+        "replayed_after_outage": sum(log.replayed_after_outage for log in logs),
         "errors": [e for log in logs for e in log.errors][:20],
         "seconds": round(seconds, 2),
         "client_cpu_seconds": round(client_cpu, 1),
-        "server_cpu_seconds": round(server_cpu, 1) if server_cpu is not None else None,
+        "server_cpu_seconds": round(server_cpu, 1) if config.server == "subprocess" else None,
         "submissions_per_s": round(len(sent) / seconds, 1),
         "requests": requests,
         "requests_per_s": round(requests / seconds, 1),

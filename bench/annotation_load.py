@@ -5,6 +5,7 @@ API of `itercomp annotate serve` (a subprocess), with retries of the same submis
 posts and invalid posts mixed in; then the database is compared with what was sent.
 
 python bench/annotation_load.py --clients 20 --submissions 100 --out bench/results/annotation_load.json
+python bench/annotation_load.py --crash-after 8 --out bench/results/annotation_load_crash.json
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main() -> None:
     parser.add_argument("--invalid-rate", type=float, default=0.05)
     parser.add_argument("--server", choices=("subprocess", "thread"), default="subprocess")
     parser.add_argument("--db", help="SQLAlchemy URL (default: a fresh SQLite file); a PostgreSQL URL works too")
+    parser.add_argument(
+        "--crash-after", type=float, help="SIGKILL the server this many seconds in and restart it (durability check)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/annotation_load.json"))
     args = parser.parse_args()
 
@@ -40,6 +44,7 @@ def main() -> None:
         invalid_rate=args.invalid_rate,
         server=args.server,
         db=args.db,
+        crash_after=args.crash_after,
     )
     with tempfile.TemporaryDirectory(prefix="annotation-load-") as workdir:
         result = run_load(workdir, config)
@@ -52,6 +57,12 @@ def main() -> None:
         f"{result['retries']} retries, {result['races']} simultaneous duplicates, "
         f"{result['invalid_refused']} invalid posts refused"
     )
+    if result["server_restarts"]:
+        print(
+            f"server killed (SIGKILL) after {args.crash_after} s and restarted: outage {result['outage_seconds']} s, "
+            f"{result['transport_retries']} requests re-sent, {result['replayed_after_outage']} rankings stored "
+            "before the crash whose answer was lost came back as replays"
+        )
     if result["errors"]:
         print("errors:", json.dumps(result["errors"], indent=1))
     print(f"wrote {args.out}")
