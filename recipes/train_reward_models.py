@@ -1,0 +1,29 @@
+"""Train the three composition reward models (one per aspect) on rankings.
+
+    accelerate launch recipes/train_reward_models.py --config recipes/configs/rewards_shapes.yaml [--field value ...]
+    python recipes/train_reward_models.py --config FILE            # one process
+    itercomp rewards train --config FILE                            # the same code path
+
+Every field of reward_models.training.RewardTrainConfig is a YAML key and a `--field value` flag.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from itercomp.errors import ItercompError
+from reward_models.config import RewardTrainConfig, load_config
+from reward_models.training import train
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        train(load_config(RewardTrainConfig, argv, description=__doc__))
+    except ItercompError as e:
+        sys.stderr.write(f"train_reward_models: error: {e}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

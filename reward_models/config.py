@@ -1,0 +1,202 @@
+"""The stage configs (simulation, training) and their loader: dataclasses from a YAML file plus command-line overrides (`--field value`), help from field metadata.
+
+Small on purpose (trl's TrlParser does the same through HfArgumentParser but pulls in trl at import time):
+YAML keys and flags are the dataclass field names; unknown keys are an error that names them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from itercomp.errors import ItercompError
+from itercomp.world.vocab import REWARD_ASPECTS
+
+# Kept here (not in backbones.py) so the CLI can build its --help without importing torch.
+HF_BACKBONES = ("blip", "clip", "siglip")
+BACKBONES = ("shapes", *HF_BACKBONES)
+
+
+@dataclass
+class SimulationConfig:
+    out: str = field(metadata={"help": "output folder: images/ and rankings.jsonl go here"})
+    aspects: tuple[str, ...] = field(default=REWARD_ASPECTS, metadata={"help": "aspects to rank"})
+    train_prompts: int = field(default=600, metadata={"help": "prompts per aspect from the train split"})
+    val_prompts: int = field(default=80, metadata={"help": "prompts per aspect from the val split"})
+    test_prompts: int = field(default=80, metadata={"help": "prompts per aspect from the test split"})
+    candidates: int = field(default=6, metadata={"help": "images per ranking (at most; fewer if the pool is short)"})
+    min_score_gap: float = field(default=0.05, metadata={"help": "least oracle-score difference between candidates"})
+    noise_temperature: float = field(
+        default=0.0, metadata={"help": "Plackett-Luce temperature on oracle scores; 0 ranks exactly by score"}
+    )
+    pixel_noise: tuple[float, float] = field(
+        default=(0.04, 0.15), metadata={"help": "range of Gaussian pixel noise std"}
+    )
+    canvas: int = field(default=32, metadata={"help": "image size in pixels"})
+    seed: int = field(default=0, metadata={"help": "seed of prompts, layouts, edits and noise"})
+
+    def __post_init__(self):
+        unknown = [a for a in self.aspects if a not in REWARD_ASPECTS]
+        if unknown:
+            raise ItercompError(f"aspects {unknown} have no reward model; use {', '.join(REWARD_ASPECTS)}")
+        if self.candidates < 2:
+            raise ItercompError(f"candidates must be >= 2 to form a pair, got {self.candidates}")
+
+
+@dataclass
+class RewardTrainConfig:
+    """Train the reward models (one per aspect) on a rankings.jsonl."""
+
+    rankings: str = field(metadata={"help": "rankings.jsonl (candidate paths relative to its folder)"})
+    output_dir: str = field(metadata={"help": "writes <output_dir>/<aspect>/ (a reward model) per aspect"})
+    aspects: tuple[str, ...] = field(default=REWARD_ASPECTS, metadata={"help": "which aspects to train"})
+    backbone: str = field(default="shapes", metadata={"help": f"one of {', '.join(BACKBONES)}"})
+    backbone_path: str | None = field(
+        default=None, metadata={"help": "hub id or local path of a blip/clip/siglip model"}
+    )
+    init_from: str | None = field(
+        default=None, metadata={"help": "refine existing reward models: a folder with one subfolder per aspect"}
+    )
+    freeze_ratio: float = field(
+        default=0.0, metadata={"help": "fraction of each backbone tower frozen (ImageReward: 0.7)"}
+    )
+    epochs: int = field(default=30, metadata={"help": "passes over the training rankings"})
+    batch_rankings: int = field(default=16, metadata={"help": "rankings per batch per process (all their pairs)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (cosine decay)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps with linear warm-up"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    patience: int | None = field(
+        default=None, metadata={"help": "stop after this many epochs without a better val loss"}
+    )
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop after the epoch that passes this many minutes of training"}
+    )
+    max_train_rankings: int | None = field(
+        default=None, metadata={"help": "use only the first N training rankings per aspect (learning curves)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
+    cpu: bool = field(default=False, metadata={"help": "force the CPU (multi-process CPU runs need it)"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (GPUs)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process"})
+    width: int = field(default=64, metadata={"help": "shapes backbone: hidden width"})
+    image_layers: int = field(default=2, metadata={"help": "shapes backbone: image transformer layers"})
+    fusion_layers: int = field(default=3, metadata={"help": "text layers that cross-attend to the image (not BLIP)"})
+    heads: int = field(default=4, metadata={"help": "shapes backbone: attention heads"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in the backbone and head"})
+
+    def __post_init__(self):
+        unknown = [a for a in self.aspects if a not in REWARD_ASPECTS]
+        if unknown:
+            raise ItercompError(f"aspects {unknown} have no reward model; choose from {', '.join(REWARD_ASPECTS)}")
+        if self.backbone not in BACKBONES:
+            raise ItercompError(f"backbone={self.backbone!r} is unknown; use one of {', '.join(BACKBONES)}")
+        if self.backbone in HF_BACKBONES and not self.backbone_path and not self.init_from:
+            raise ItercompError(f"backbone={self.backbone} needs --backbone_path (a hub id or a local folder)")
+        for name in ("epochs", "batch_rankings"):
+            if getattr(self, name) < 1:
+                raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.freeze_ratio <= 1:
+            raise ItercompError(f"freeze_ratio must be in [0, 1], got {self.freeze_ratio}")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _base(tp):
+    """(scalar type, is_sequence, optional) of a field annotation such as `int`, `str | None`, `tuple[str, ...]`."""
+    optional = False
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = True, args[0]
+        origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], True, optional
+    return tp, False, optional
+
+
+def _converter(scalar):
+    if scalar is bool:
+        return _parse_bool
+    return scalar if scalar in (int, float, str) else str
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        scalar, sequence, _ = _base(hints[f.name])
+        kwargs = {"type": _converter(scalar), "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
+        if sequence:
+            kwargs["nargs"] = "+"
+        parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def _coerce(cls, values: dict) -> dict:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, value in values.items():
+        scalar, sequence, optional = _base(hints[name])
+        if value is None and optional:
+            out[name] = None
+        elif sequence:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            out[name] = tuple(_converter(scalar)(v) for v in items)
+        else:
+            out[name] = _converter(scalar)(value)
+    return out
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """`--config FILE` plus one `--field value` flag per dataclass field (all optional on the command line)."""
+    parser.add_argument("--config", type=Path, help="YAML file of field: value pairs (flags override it)")
+    add_arguments(parser, cls)
+
+
+def config_from_namespace(cls, namespace: argparse.Namespace):
+    """Build `cls` from the YAML named by `--config` (if any) updated with the flags that were given."""
+    args = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
+    values = {}
+    config_file = getattr(namespace, "config", None)
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ItercompError(f"config file not found: {config_file}")
+        values = yaml.safe_load(config_file.read_text()) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ItercompError(f"{config_file}: unknown keys {unknown}; valid keys are {sorted(known)}")
+    values.update(args)
+    try:
+        return cls(**_coerce(cls, values))
+    except TypeError as e:
+        raise ItercompError(f"incomplete config: {e}; pass it in --config FILE or as --field value") from None
+
+
+def load_config(cls, argv: list[str] | None = None, description: str | None = None):
+    """`--config FILE` (YAML) first, then `--field value` overrides; returns an instance of `cls`."""
+    parser = argparse.ArgumentParser(description=description or cls.__doc__)
+    add_config_arguments(parser, cls)
+    return config_from_namespace(cls, parser.parse_args(argv))
+
+
+def to_dict(config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def save_config(config, path) -> None:
+    from itercomp.io import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
