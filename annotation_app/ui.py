@@ -14,6 +14,7 @@ import gradio as gr
 from annotation_app.config import AppConfig
 from annotation_app.store import Assignment, Store, SubmissionError
 from annotation_app.tasks import ASPECT_TITLES, GUIDELINES
+from itercomp.errors import ItercompError
 
 LETTERS = string.ascii_uppercase
 
@@ -53,7 +54,10 @@ def slot_count(store: Store, round: int) -> int:
 
 def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
     if slots > len(LETTERS):
-        raise ValueError(f"a task may show at most {len(LETTERS)} images, got {slots}")
+        raise ItercompError(
+            f"a task shows at most {len(LETTERS)} images (one letter each), but a prompt of this gallery has {slots}; "
+            "render fewer generators or seeds per prompt"
+        )
 
     def progress_line(user: str) -> str:
         p = store.progress(user, overlap=config.overlap, round=config.round)
