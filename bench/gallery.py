@@ -102,7 +102,9 @@ def accuracy_table(work: Path, per_aspect: int, images_per_prompt: int, split: s
             }
     best = {a: max(members, key=lambda m: table[m][a]["accuracy"]) for a in ASPECTS}
     return {
-        "command": f"itercomp gallery generate {' '.join(argv)} --skip-unavailable --out DIR",
+        "command": f"itercomp gallery generate {' '.join(argv)} --skip-unavailable --out DIR".replace(
+            str(prompts), "PROMPTS.jsonl"
+        ),
         "split": split,
         "prompts_per_aspect": per_aspect,
         "images_per_prompt": images_per_prompt,
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-aspect", type=int, default=100, help="prompts per aspect for the accuracy table")
     parser.add_argument("--images-per-prompt", type=int, default=2)
     parser.add_argument("--split", default="val")
-    parser.add_argument("--sd-prompts", type=int, default=32, help="prompts for the tiny SD comparison")
+    parser.add_argument("--sd-prompts", type=int, default=64, help="prompts for the tiny SD comparison")
     parser.add_argument("--sd-images-per-prompt", type=int, default=4)
     parser.add_argument(
         "--sd-settings",
