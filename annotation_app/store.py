@@ -45,7 +45,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from annotation_app.passwords import hash_password, verify_password
@@ -276,11 +276,13 @@ class Store:
     def __init__(self, db: str | Path):
         self.url = database_url(db)
         self.is_sqlite = self.url.startswith("sqlite")
+        self._task_cache: dict[int, TaskSpec] = {}
+        self._write_lock = threading.Lock()
         try:
             self.engine = (
                 _sqlite_engine(self.url) if self.is_sqlite else create_engine(self.url, pool_size=32, max_overflow=32)
             )
-            metadata.create_all(self.engine)
+            self._create_tables()
         except ImportError as e:
             raise ItercompError(
                 f"no database driver for {self.url.split('://')[0]} ({e}); for PostgreSQL run "
@@ -290,8 +292,19 @@ class Store:
             if isinstance(e, ItercompError):
                 raise
             raise ItercompError(f"cannot open the annotation database {self.url}: {e}") from None
-        self._task_cache: dict[int, TaskSpec] = {}
-        self._write_lock = threading.Lock()
+
+    def _create_tables(self) -> None:
+        # Inside a write transaction, so two processes opening a new SQLite database together take turns; a
+        # server that lets them race (PostgreSQL) makes the loser fail, and its second look finds the tables.
+        for attempt in range(3):
+            try:
+                with self._transaction(write=True) as conn:
+                    metadata.create_all(conn)
+                return
+            except DBAPIError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
