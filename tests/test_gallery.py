@@ -67,7 +67,7 @@ def test_shipped_galleries_validate():
     assert by_name["flux_dev"].model == "black-forest-labs/FLUX.1-dev"
     assert by_name["flux_dev"].dtype == "bfloat16" and by_name["flux_dev"].call["guidance_scale"] == 3.5
     assert by_name["sd3_medium"].call["num_inference_steps"] == 28
-    assert all(not m.build().unavailable() or "model_index" not in m.build().unavailable() for m in paper.members)
+    assert all(m.build().unavailable() is None for m in paper.members)  # hub ids: nothing to check locally
 
 
 def _member(**fields):
