@@ -5,6 +5,7 @@ its members (batched, resumable, sharded across processes) into a folder with `m
 """
 
 from gallery.base import GENERATORS, Context, Generator, generator_class, register
+from gallery.run import load_prompt_file, render_gallery, world_prompts
 from gallery.spec import Gallery, MemberSpec, load_gallery, parse_gallery
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "MemberSpec",
     "generator_class",
     "load_gallery",
+    "load_prompt_file",
     "parse_gallery",
     "register",
+    "render_gallery",
+    "world_prompts",
 ]
