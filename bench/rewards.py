@@ -1,6 +1,7 @@
 """Benchmark: reward-model accuracy per aspect against the number of training rankings, and throughput.
 
 python bench/rewards.py --data runs/reward-data --sizes 75 150 300 600 --out bench/results/rewards.json
+(--data may also hold one folder per aspect, <data>/<aspect>/rankings.jsonl)
 
 For each aspect and each size N, trains a fresh shapes reward model on the first N training rankings (the
 config of recipes/configs/rewards_shapes.yaml unless --config says otherwise), then measures on the
@@ -63,13 +64,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    rankings = args.data / "rankings.jsonl"
-    if not rankings.is_file():
-        print(f"no {rankings}: simulating it (itercomp rewards make-data --out {args.data})")
-        make_rankings(SimulationConfig(out=str(args.data)))
-    data = RankingFile.read(rankings)
     results: dict[str, list] = {}
     for aspect in args.aspects:
+        # One rankings.jsonl for every aspect, or one per aspect in <data>/<aspect>/.
+        rankings = args.data / aspect / "rankings.jsonl"
+        if not rankings.is_file():
+            rankings = args.data / "rankings.jsonl"
+        if not rankings.is_file():
+            print(f"no {rankings}: simulating it (itercomp rewards make-data --out {args.data})")
+            make_rankings(SimulationConfig(out=str(args.data)))
+        data = RankingFile.read(rankings)
         test = data.select(aspect, "test")
         for n in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:

@@ -45,10 +45,51 @@ class CrossBlock(nn.Module):
         x = self.norm1(text)
         text = text + self.self_attn(x, x, x, key_padding_mask=padding, need_weights=False)[0]
         x = self.norm2(text)
-        mask = None if bias is None else bias.repeat_interleave(self.cross_attn.num_heads, dim=0).to(x.dtype)
+        mask = None
+        if bias is not None:  # B x L x N (all heads) or B x heads x L x N
+            heads = self.cross_attn.num_heads
+            mask = bias.repeat_interleave(heads, 0) if bias.ndim == 3 else bias.flatten(0, 1)
+            mask = mask.to(x.dtype)
         read = self.cross_attn(x, image, image, attn_mask=mask, need_weights=False)[0]
         text = text + torch.sigmoid(self.gate(x)) * read
         return text + self.mlp(self.norm3(text))
+
+
+GEOMETRY_FEATURES = 13
+
+
+def slot_geometry(colour: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """B x C x 13 differentiable shape descriptors of each soft colour mask (B x C x H x W).
+
+    Where (centroid), how big (log area, spread), how filled (area over spread: hollow shapes are low), which
+    way it leans (skewness: a triangle's weight sits low), how peaked (kurtosis: a cross's arms) and how square
+    (the joint moment E[dy^2 dx^2] / (var_y var_x): 1 for a filled square, below 1 for a circle, far below for
+    a cross), and the share of its pixels on its boundary (outlines are all boundary).
+    """
+    height, width = colour.shape[-2:]
+    ys = torch.linspace(-1, 1, height, device=colour.device, dtype=colour.dtype)
+    xs = torch.linspace(-1, 1, width, device=colour.device, dtype=colour.dtype)
+    py, px = colour.sum(3), colour.sum(2)  # B x C x H, B x C x W marginals
+    cy = (py * ys).sum(2) / mass
+    cx = (px * xs).sum(2) / mass
+    dy = ys.view(1, 1, -1) - cy[..., None]
+    dx = xs.view(1, 1, -1) - cx[..., None]
+    vy = ((py * dy**2).sum(2) / mass).clamp(min=1e-4)
+    vx = ((px * dx**2).sum(2) / mass).clamp(min=1e-4)
+    skew_y = (py * dy**3).sum(2) / mass / vy**1.5
+    skew_x = (px * dx**3).sum(2) / mass / vx**1.5
+    kurt_y = (py * dy**4).sum(2) / mass / vy**2
+    kurt_x = (px * dx**4).sum(2) / mass / vx**2
+    joint = torch.einsum("bchw,bch,bcw->bc", colour, dy**2, dx**2) / mass / (vy * vx)
+    pixel_area = 4.0 / (height * width)  # one pixel in the [-1, 1]^2 coordinates
+    compact = mass * pixel_area / (12.0 * (vy * vx).sqrt())  # 1 for a filled square
+    inner = torch.nn.functional.avg_pool2d(colour, 3, stride=1, padding=1)
+    boundary = (colour * (1 - inner)).clamp(min=0).sum((2, 3)) / mass * 9 / 8
+    present = torch.tanh(mass / 8.0)  # the oracle ignores colours with fewer than a few pixels
+    features = [cy, cx, vy.sqrt(), vx.sqrt(), torch.log(mass) / 5.0, present, compact, skew_y, skew_x]
+    features += [kurt_y / 3.0, kurt_x / 3.0, joint, boundary]
+    # Descriptors of an absent colour are noise: zero them so they cannot mislead.
+    return torch.stack(features, -1) * present[..., None]
 
 
 class ShapesImageEncoder(nn.Module):
@@ -78,7 +119,7 @@ class ShapesImageEncoder(nn.Module):
             nn.GELU(),
             nn.Conv2d(stem, width, 3, padding=1),
         )
-        self.geometry = nn.Linear(6, width)
+        self.geometry = nn.Linear(GEOMETRY_FEATURES, width)
         self.slot = nn.Parameter(torch.zeros(1, len(palette) - 1, width))
         nn.init.normal_(self.slot, std=0.02)
         self.proj = nn.Linear(2 * width, width)
@@ -100,31 +141,48 @@ class ShapesImageEncoder(nn.Module):
         colour = masks[:, 1:]  # B x C x H x W, background dropped
         mass = colour.sum((2, 3)) + 1e-3  # B x C
         pooled = torch.einsum("bchw,bdhw->bcd", colour, features) / mass[..., None]
-        height, width = colour.shape[-2:]
-        ys = torch.linspace(-1, 1, height, device=pixels.device, dtype=pixels.dtype)
-        xs = torch.linspace(-1, 1, width, device=pixels.device, dtype=pixels.dtype)
-        cy = (colour.sum(3) * ys).sum(2) / mass
-        cx = (colour.sum(2) * xs).sum(2) / mass
-        sy = ((colour.sum(3) * (ys - cy[..., None]) ** 2).sum(2) / mass).clamp(min=1e-6).sqrt()
-        sx = ((colour.sum(2) * (xs - cx[..., None]) ** 2).sum(2) / mass).clamp(min=1e-6).sqrt()
-        area = torch.log(mass) / 5.0
-        present = torch.tanh(mass / 8.0)  # the oracle ignores colours with fewer than a few pixels
-        geometry = torch.stack([cy, cx, sy, sx, area, present], -1)
+        geometry = slot_geometry(colour, mass)
         tokens = self.proj(torch.cat([pooled, self.geometry(geometry)], -1)) + self.slot
         for layer in self.layers:
             tokens = layer(tokens)
         return self.norm(tokens)
 
 
-def colour_slot_of_token(tokenizer_vocab: dict[str, int], vocab_size: int) -> torch.Tensor:
-    """For each token id, the colour slot its word names (slots follow the palette order), else -1."""
-    from itercomp.world.vocab import COLORS
+def phrase_slots(words: list[str]) -> tuple[list[int], list[int]]:
+    """For each word of a shapes prompt, the colour slots its meaning is about: (first, second).
 
-    table = torch.full((vocab_size,), -1, dtype=torch.long)
-    for slot, colour in enumerate(COLORS):
-        if colour in tokenizer_vocab and tokenizer_vocab[colour] < vocab_size:
-            table[tokenizer_vocab[colour]] = slot
-    return table
+    A word of an object phrase ("small", "hollow", "red", "circle") is about that phrase's colour (both entries);
+    a relation word between two phrases is about the first phrase's colour (first) and the second's (second),
+    so attention heads split between them keep the order that "left of" or "bigger than" depends on.
+    Anything else (articles, "and", unknown words) gets -1. Slots follow the palette order.
+    """
+    from itercomp.world.vocab import COLORS, FILLS, SHAPES, SIZES
+
+    phrase_words = {*COLORS, *FILLS, *SHAPES, *SIZES}
+    n = len(words)
+    first, second = [-1] * n, [-1] * n
+    phrases: list[tuple[int, int, int]] = []  # (start, end, colour slot)
+    i = 0
+    while i < n:
+        if words[i] in phrase_words:
+            j = i
+            while j < n and words[j] in phrase_words:
+                j += 1
+            colours = [COLORS.index(w) for w in words[i:j] if w in COLORS]
+            phrases.append((i, j, colours[0] if colours else -1))
+            i = j
+        else:
+            i += 1
+    for start, end, colour in phrases:
+        for k in range(start, end):
+            first[k] = second[k] = colour
+    for (_, end, a), (start, _, b) in zip(phrases[:-1], phrases[1:]):
+        between = words[end:start]
+        if "and" in between:
+            continue
+        for k in range(end, start):
+            first[k], second[k] = a, b
+    return first, second
 
 
 class ShapesTextEmbedding(nn.Module):

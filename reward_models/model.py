@@ -24,12 +24,16 @@ from reward_models.backbones import (
     ShapesImageEncoder,
     ShapesTextEmbedding,
     build_hf_towers,
-    colour_slot_of_token,
     load_hf_backbone,
+    phrase_slots,
     tower_stages,
 )
 from reward_models.config import BACKBONES, HF_BACKBONES
 from reward_models.preprocess import preprocess
+
+# How the text states become one reward: "first" token ([CLS]), "mean" of the states then the head, or the
+# head on every token then the mean ("token_head"). BLIP always uses its [CLS] token, as ImageReward.
+POOLINGS = ("token_head", "mean", "first")
 
 
 class RewardModel(ModelMixin, ConfigMixin):
@@ -52,7 +56,7 @@ class RewardModel(ModelMixin, ConfigMixin):
         heads: int = 4,
         dropout: float = 0.0,
         head_hidden: tuple[int, ...] = (128, 32),
-        pooling: str = "mean",
+        pooling: str = "token_head",
         colour_prior: float = 4.0,
         reward_mean: float = 0.0,
         reward_std: float = 1.0,
@@ -60,8 +64,8 @@ class RewardModel(ModelMixin, ConfigMixin):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone={backbone!r} is unknown; use one of {', '.join(BACKBONES)}")
-        if pooling not in ("mean", "first"):
-            raise ValueError(f"pooling={pooling!r} is unknown; use 'mean' (over text tokens) or 'first' ([CLS])")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is unknown; use one of {', '.join(POOLINGS)}")
         if reward_std <= 0:
             raise ValueError(f"reward_std must be > 0, got {reward_std}")
         self.tokenizer = None  # attached by from_pretrained / from_backbone / the shapes default
@@ -72,7 +76,7 @@ class RewardModel(ModelMixin, ConfigMixin):
 
             # A colour word starts out reading its own colour slot (a learnable prior, not a hard rule):
             # from scratch, discovering this binding alone took hundreds of steps on a plateau.
-            self.register_buffer("colour_slot", colour_slot_of_token(world_vocab(), vocab_size), persistent=False)
+            self._words = {i: w for w, i in world_vocab().items()}
             self.colour_prior_scale = nn.Parameter(torch.tensor(float(colour_prior)))
             text_width, image_width, fusion_heads = width, width, heads
         else:
@@ -200,16 +204,31 @@ class RewardModel(ModelMixin, ConfigMixin):
             text = self.text_norm(text)
             if cfg.pooling == "first":
                 pooled = text[:, 0]
-            else:  # every word's image-attended state reaches the head directly: learns faster from scratch
+            elif cfg.pooling == "token_head":
+                # Each word is judged on what it read from the image, then the verdicts are averaged: the
+                # oracle's own structure (a mean over predicates), and no cross-talk between words.
+                keep = attention_mask.to(text.dtype)
+                per_word = self.head(text).squeeze(-1)
+                return (per_word * keep).sum(1) / keep.sum(1).clamp(min=1)
+            else:
                 keep = attention_mask.unsqueeze(-1).to(text.dtype)
                 pooled = (text * keep).sum(1) / keep.sum(1).clamp(min=1)
         return self.head(pooled).squeeze(-1)
 
     def colour_bias(self, input_ids: torch.Tensor, slots: int) -> torch.Tensor:
-        """B x L x slots cross-attention prior: + colour_prior where a word names that slot's colour."""
-        slot = self.colour_slot[input_ids.clamp(max=len(self.colour_slot) - 1)]
-        match = slot[..., None] == torch.arange(slots, device=input_ids.device)
-        return match.float() * self.colour_prior_scale
+        """B x heads x L x slots cross-attention prior (`colour_prior` where a word is about a slot's colour):
+        phrase words look at their object's colour slot; relation words at the subject's slot in even heads
+        and at the object's slot in odd heads (see backbones.phrase_slots)."""
+        firsts, seconds = [], []
+        for row in input_ids.tolist():
+            first, second = phrase_slots([self._words.get(i, "") for i in row])
+            firsts.append(first)
+            seconds.append(second)
+        heads = self.config.heads
+        which = torch.tensor([firsts, seconds], device=input_ids.device)  # 2 x B x L
+        per_head = which[torch.arange(heads, device=input_ids.device) % 2]  # heads x B x L
+        match = per_head.transpose(0, 1)[..., None] == torch.arange(slots, device=input_ids.device)
+        return match.to(self.colour_prior_scale.dtype) * self.colour_prior_scale
 
     def score(self, images: torch.Tensor, prompts: list[str], normalize: bool = True) -> torch.Tensor:
         """Differentiable rewards for a batch (B images, B prompts); normalised with the stored mean/std."""

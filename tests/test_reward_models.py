@@ -239,6 +239,12 @@ def test_cli_train_and_eval(sim_data, tmp_path):
     )
     result = json.loads((tmp_path / "e.json").read_text())["results"]["attribute_binding"]
     assert result["rankings"] == 6 and 0 <= result["pair_accuracy"] <= 1 and result["oracle_pairs"] > 0
+    assert main(["rewards", "export", "--models", str(out), "--out", str(tmp_path / "shipped")]) == 0
+    shipped = RewardModel.from_pretrained(tmp_path / "shipped" / "attribute_binding")
+    original = RewardModel.from_pretrained(out / "attribute_binding")
+    images = torch.rand(2, 3, 32, 32)
+    assert next(shipped.parameters()).dtype == torch.float32  # stored as fp16, loaded as fp32
+    assert torch.allclose(shipped.score(images, PROMPTS), original.score(images, PROMPTS), atol=1e-2)
 
 
 def test_two_process_training_splits_data_and_agrees(sim_data, tmp_path):
@@ -295,3 +301,17 @@ def test_shipped_ensemble_prefers_the_true_render():
             rewards = ensemble(images, [prompt, prompt])[aspect]
             wins, total = wins + int(rewards[0] > rewards[1]), total + 1
     assert wins >= 0.75 * total
+
+
+def test_phrase_slots_bind_words_to_their_objects_colour():
+    from itercomp.world import COLORS
+    from reward_models.backbones import phrase_slots
+
+    words = ["a", "small", "green", "triangle", "to", "the", "left", "of", "a", "white", "cross"]
+    first, second = phrase_slots(words)
+    green, white = COLORS.index("green"), COLORS.index("white")
+    assert first[words.index("triangle")] == second[words.index("triangle")] == green
+    assert (first[words.index("left")], second[words.index("left")]) == (green, white)
+    assert first[0] == -1 and first[-1] == white
+    first, _ = phrase_slots(["a", "red", "circle", "and", "a", "blue", "square"])
+    assert first[3] == -1  # "and" relates nothing

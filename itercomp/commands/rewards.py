@@ -28,6 +28,14 @@ def register(parser) -> None:
     add_config_arguments(p, RewardTrainConfig)
     p.set_defaults(func=train)
 
+    p = sub.add_parser(
+        "export", help="copy trained reward models (one subfolder per aspect) into one folder, weights stored as fp16"
+    )
+    p.add_argument("--models", type=Path, nargs="+", required=True, help="folders holding <aspect>/ subfolders")
+    p.add_argument("--out", type=Path, required=True, help="e.g. itercomp/weights/rewards")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 storage, loaded as fp32)")
+    p.set_defaults(func=export)
+
     p = sub.add_parser("eval", help="pairwise accuracy per aspect on held-out rankings (and agreement with the oracle)")
     p.add_argument("--models", type=Path, required=True, help="folder with one reward model subfolder per aspect")
     p.add_argument("--rankings", type=Path, required=True, help="rankings.jsonl to evaluate on")
@@ -87,3 +95,24 @@ def evaluate(args) -> None:
             args.out,
             {"models": str(args.models), "rankings": str(args.rankings), "split": args.split, "results": results},
         )
+
+
+def export(args) -> None:
+    import shutil
+
+    import torch
+
+    from itercomp.errors import ItercompError
+    from itercomp.world import REWARD_ASPECTS
+    from reward_models.model import RewardModel
+
+    found = {a: folder / a for folder in args.models for a in REWARD_ASPECTS if (folder / a / "config.json").is_file()}
+    if not found:
+        raise ItercompError(f"no reward models under {', '.join(map(str, args.models))}; expected <folder>/<aspect>/")
+    for aspect, source in found.items():
+        model = RewardModel.from_pretrained(source)
+        # fp16 storage halves the files; from_pretrained loads them back into the fp32 model.
+        (model if args.fp32 else model.to(torch.float16)).save_pretrained(args.out / aspect)
+        if (source / "train_state.json").is_file():
+            shutil.copy(source / "train_state.json", args.out / aspect / "train_state.json")
+        print(f"{aspect}: {source} -> {args.out / aspect}")
