@@ -53,6 +53,10 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _flag(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "reward-data", help="folder with rankings.jsonl")
@@ -105,7 +109,7 @@ def main() -> None:
     write_json(
         args.out,
         {
-            "command": "python bench/rewards.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+            "command": "python bench/rewards.py " + " ".join(f"--{k} {_flag(v)}" for k, v in vars(args).items()),
             "threads": torch.get_num_threads(),
             "results": results,
             "plot": str(picture.relative_to(ROOT)) if picture.is_relative_to(ROOT) else str(picture),
