@@ -1,0 +1,182 @@
+"""A DiT that reads every layer of a decoder-only language model (after Playground v3).
+
+Block i attends jointly over [the LM's layer-i hidden states ; the image tokens]: image queries see text and
+image keys (per-modality projections and QK-norm), and the text side is read fresh from the next LM layer at
+the next block instead of being carried through the DiT. Timestep conditioning is adaLN-Zero. A small
+convolutional stem and head around the patch trunk keep shapes and outlines crisp at the pixel level.
+
+`conditioning` selects the ablations of issue 3 with the same trunk:
+- "deep_fusion": block i reads LM layer i (hidden_states[i + 1]); the DiT has one block per LM layer;
+- "last_layer": every block cross-attends to the LM's last layer only (the T5/Imagen style);
+- "pooled": no attention to text; the mean-pooled last layer joins the timestep in adaLN (the CLIP-pooled style).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+CONDITIONINGS = ("deep_fusion", "last_layer", "pooled")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of timesteps in [0, 1000]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def sincos_2d(size: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine positions for a size x size grid of tokens: half the channels per axis."""
+    coords = torch.arange(size, dtype=torch.float32)
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+
+    def axis(v):
+        args = v.reshape(-1, 1) * freqs[None]
+        return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+    return torch.cat([axis(y), axis(x)], dim=1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, attend_text: bool):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.attend_text = attend_text
+        if attend_text:  # the text stream's own projections (MMDiT-style), read from the LM layer
+            self.text_norm = nn.LayerNorm(text_dim, eps=1e-6)
+            self.text_kv = nn.Linear(text_dim, 2 * dim)
+            self.text_k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        # adaLN-single (PixArt-alpha): the modulation comes from one shared MLP plus this per-block table.
+        self.ada_table = nn.Parameter(torch.zeros(6, dim))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x, modulation, text=None, text_mask=None):
+        """`modulation` is (B, 6, dim) from the shared adaLN MLP; gates start at zero (adaLN-Zero)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = (modulation + self.ada_table).unbind(dim=1)
+        h = modulate(self.norm1(x), shift1, scale1)
+        q, k, v = (self._heads(t) for t in self.qkv(h).chunk(3, dim=-1))
+        q, k = self.q_norm(q), self.k_norm(k)
+        mask = None
+        if self.attend_text:
+            tk, tv = (self._heads(t) for t in self.text_kv(self.text_norm(text)).chunk(2, dim=-1))
+            k = torch.cat([self.text_k_norm(tk), k], dim=2)
+            v = torch.cat([tv, v], dim=2)
+            keep = torch.cat([text_mask, text_mask.new_ones(x.shape[0], x.shape[1])], dim=1)
+            mask = keep[:, None, None, :]
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + gate1[:, None] * self.out(attn.transpose(1, 2).reshape(x.shape))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class CompositionDiT(ModelMixin, ConfigMixin):
+    """Rectified-flow velocity predictor over pixels (or VAE latents), conditioned on LM hidden states."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 32,
+        in_channels: int = 3,
+        patch_size: int = 4,
+        hidden_size: int = 128,
+        num_heads: int = 4,
+        mlp_ratio: float = 3.0,
+        text_dim: int = 128,
+        num_layers: int = 6,
+        stem_channels: int = 32,
+        conditioning: str = "deep_fusion",
+    ):
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning={conditioning!r}; expected one of {CONDITIONINGS}")
+        if sample_size % patch_size:
+            raise ValueError(f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
+        self.gradient_checkpointing = False
+        c, d, p = stem_channels, hidden_size, patch_size
+        self.grid = sample_size // p
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU()
+        )
+        self.patchify = nn.Conv2d(c, d, p, stride=p)
+        self.pos = nn.Parameter(sincos_2d(self.grid, d)[None])
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        if conditioning == "pooled":
+            self.pooled_mlp = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.ada = nn.Linear(d, 6 * d)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+        attend = conditioning != "pooled"
+        self.blocks = nn.ModuleList(Block(d, num_heads, text_dim, mlp_ratio, attend) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Linear(d, 2 * d)
+        self.unpatchify = nn.Linear(d, p * p * c)
+        self.head = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
+        for module in (self.final_ada, self.head[-1]):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def text_layers(self, hidden_states) -> list[torch.Tensor | None]:
+        """Which LM hidden state each block reads (hidden_states[0] is the embedding layer)."""
+        mode = self.config.conditioning
+        if mode == "deep_fusion":
+            if len(hidden_states) != len(self.blocks) + 1:
+                raise ValueError(
+                    f"deep fusion needs one LM layer per DiT block: the LM gave {len(hidden_states) - 1} layers, "
+                    f"the DiT has {len(self.blocks)} blocks; build the DiT with num_layers={len(hidden_states) - 1}"
+                )
+            return list(hidden_states[1:])
+        if mode == "last_layer":
+            return [hidden_states[-1]] * len(self.blocks)
+        return [None] * len(self.blocks)
+
+    def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
+        """Velocity for `sample` (B, C, H, W) at `timestep` (B,) in [0, 1000] given LM hidden states."""
+        b, _, h, w = sample.shape
+        p, g = self.config.patch_size, self.grid
+        stem = self.stem(sample)
+        x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        cond = self.time_mlp(timestep_embedding(timestep, x.shape[-1]).to(x.dtype))
+        mask = encoder_attention_mask.bool()
+        if self.config.conditioning == "pooled":
+            last = encoder_hidden_states[-1]
+            pooled = (last * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            cond = cond + self.pooled_mlp(pooled.to(x.dtype))
+        modulation = self.ada(F.silu(cond)).view(b, 6, -1)
+        for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states)):
+            args = (x, modulation, None if text is None else text.to(x.dtype), mask)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)
+        shift, scale = self.final_ada(F.silu(cond)).chunk(2, dim=-1)
+        x = self.unpatchify(modulate(self.final_norm(x), shift, scale))
+        c = stem.shape[1]
+        x = x.view(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+        return self.head(torch.cat([x, stem], dim=1))

@@ -1,0 +1,64 @@
+import numpy as np
+import torch
+
+from itercomp.models.dit import CompositionDiT
+from itercomp.models.language import LanguageModelConfig, build_language_model, build_tokenizer, encode
+from itercomp.models.pipeline import ShapesDiTPipeline, dynamic_threshold
+from itercomp.models.pretrain import PretrainConfig, build_dit, make_pipeline
+
+
+def _tiny(conditioning="deep_fusion", layers=2, hidden=32):
+    tokenizer = build_tokenizer()
+    lm = build_language_model(
+        len(tokenizer), LanguageModelConfig(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=64)
+    )
+    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8)
+    torch.manual_seed(0)
+    return tokenizer, lm, build_dit(cfg, conditioning, lm), cfg
+
+
+def test_pipeline_round_trip_gives_identical_images(tmp_path):
+    tokenizer, lm, dit, cfg = _tiny()
+    for p in dit.parameters():  # zero-initialised gates would make every model output the same
+        p.data.normal_(0, 0.05)
+    pipe = make_pipeline(tokenizer, lm, dit, cfg)
+    pipe.save_pretrained(tmp_path)
+    loaded = ShapesDiTPipeline.from_pretrained(tmp_path)
+    kwargs = dict(num_inference_steps=3, guidance_scale=2.0, output_type="np")
+    a = pipe(["a red circle and a blue square"], generator=torch.Generator().manual_seed(1), **kwargs).images
+    b = loaded(["a red circle and a blue square"], generator=torch.Generator().manual_seed(1), **kwargs).images
+    assert a.shape == (1, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+
+
+def test_deep_fusion_reads_any_causal_lm_layer_count():
+    tokenizer, lm, dit, _ = _tiny(layers=3, hidden=48)  # a differently shaped LM: 3 layers, width 48
+    hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross", ""])
+    assert len(hidden_states) == 4 and len(dit.blocks) == 3
+    out = dit(torch.randn(2, 3, 32, 32), torch.tensor([500.0, 10.0]), hidden_states, mask)
+    assert out.shape == (2, 3, 32, 32)
+
+
+def test_ablations_share_the_trunk_and_all_blocks_get_gradients():
+    for conditioning in ("deep_fusion", "last_layer", "pooled"):
+        tokenizer, lm, dit, _ = _tiny(conditioning)
+        hidden_states, mask = encode(lm, tokenizer, ["a red circle inside a blue square"])
+        for p in dit.parameters():
+            p.data.normal_(0, 0.05)
+        dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), hidden_states, mask).square().mean().backward()
+        assert all(p.grad is not None for p in dit.parameters()), conditioning
+
+
+def test_dynamic_threshold_keeps_values_in_range():
+    x0 = torch.randn(4, 3, 8, 8) * 3
+    assert dynamic_threshold(x0, 0.995).abs().max() <= 1.0 + 1e-6
+
+
+def test_deep_fusion_refuses_mismatched_depth():
+    import pytest
+
+    tokenizer, lm, _, _ = _tiny(layers=2)
+    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=32, num_layers=4, stem_channels=8)
+    hidden_states, mask = encode(lm, tokenizer, ["a red circle and a blue square"])
+    with pytest.raises(ValueError, match="num_layers=2"):
+        dit(torch.randn(1, 3, 32, 32), torch.tensor([1.0]), hidden_states, mask)
