@@ -17,9 +17,17 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Until `itercomp iterate` lands (issue 7): world samples -> a gallery of the procedural members -> oracle
+# scores -> simulated annotators -> agreement statistics. Every step is resumable and takes seconds.
+DEMO := runs/demo
 demo: install
-	$(BIN)/itercomp world sample --aspect all -n 8 --out runs/demo-world
-	$(BIN)/itercomp world score --prompts runs/demo-world/prompts.jsonl --images runs/demo-world/images --out runs/demo-world/score.json
+	$(BIN)/itercomp world sample --aspect all -n 8 --out $(DEMO)/world
+	$(BIN)/itercomp gallery generate --gallery gallery/shapes.yaml --members layout_planner,bag_of_words,colour_leak \
+		--aspect spatial_relationship --split val -n 12 --images-per-prompt 2 --out $(DEMO)/gallery
+	$(BIN)/itercomp world score --prompts $(DEMO)/gallery/prompts.jsonl --images $(DEMO)/gallery/images --out $(DEMO)/gallery/score.json
+	$(BIN)/itercomp annotate simulate --db $(DEMO)/annotations.sqlite --gallery-run $(DEMO)/gallery --annotators 5 --overlap 3
+	$(BIN)/itercomp annotate stats --db $(DEMO)/annotations.sqlite
+	@echo "pictures: $(DEMO)/world/grid.png and $(DEMO)/gallery/grids/"
 
 test: install chromium
 	$(BIN)/python -m pytest -q
