@@ -81,6 +81,8 @@ class Ranking(_Record):
     created_at: str = field(default_factory=now)
     shown_order: list[str] | None = None  # the order the annotator saw the images in
     seconds_spent: float | None = None
+    # One rank per entry of `order` when the source allows ties (ImageReward); equal ranks give no pair.
+    ranks: list[int] | None = None
 
     def __post_init__(self):
         self.candidates = [c if isinstance(c, Candidate) else Candidate.from_dict(c) for c in self.candidates]
@@ -90,7 +92,17 @@ class Ranking(_Record):
                 f"ranking of {self.prompt_id}/{self.aspect} must order every candidate exactly once: "
                 f"candidates {ids}, order {self.order}"
             )
+        if self.ranks is not None and (
+            len(self.ranks) != len(self.order) or any(a > b for a, b in zip(self.ranks, self.ranks[1:]))
+        ):
+            raise ItercompError(
+                f"ranking of {self.prompt_id}/{self.aspect}: `ranks` must give one non-decreasing rank per entry of "
+                f"`order` (equal ranks are ties), got {self.ranks}"
+            )
 
     def pairs(self) -> list[tuple[str, str]]:
-        """Every ordered (better, worse) pair of candidate ids: C(n, 2) pairs for n candidates."""
-        return list(combinations(self.order, 2))
+        """Every (better, worse) pair of candidate ids: C(n, 2) for a strict order; tied candidates give none."""
+        if self.ranks is None:
+            return list(combinations(self.order, 2))
+        ranked = list(zip(self.order, self.ranks))
+        return [(a, b) for (a, ra), (b, rb) in combinations(ranked, 2) if ra < rb]
