@@ -12,7 +12,11 @@ GROUPS = [
     ("world", "itercomp.commands.world", "the shapes world: prompts, ground-truth samples, oracle scoring"),
     ("annotate", "itercomp.commands.annotate", "the ranking app: serve, users, simulated annotators, stats, export"),
     ("gallery", "itercomp.commands.gallery", "the model gallery: render prompts with many generators"),
-    ("rewards", "itercomp.commands.rewards", "the three composition reward models: simulated data, training, evaluation"),
+    (
+        "rewards",
+        "itercomp.commands.rewards",
+        "the three composition reward models: simulated data, training, evaluation",
+    ),
 ]
 
 
