@@ -78,9 +78,6 @@ class PretrainConfig:
     num_inference_steps: int = 20
     guidance_scale: float = 3.0
     shift: float = 1.0
-    eval_prompts: int = 100
-    eval_seeds: int = 1
-    threads: int = 0
 
     def __post_init__(self):
         unknown = [c for c in self.conditionings if c not in CONDITIONINGS]
