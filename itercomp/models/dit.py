@@ -93,7 +93,8 @@ class Block(nn.Module):
 
 
 class CompositionDiT(ModelMixin, ConfigMixin):
-    """Rectified-flow velocity predictor over pixels (or VAE latents), conditioned on LM hidden states."""
+    """Rectified-flow model over pixels (or VAE latents), conditioned on LM hidden states. It predicts the
+    velocity or, with `prediction_type="sample"`, the clean image x0 (JiT: x-prediction suits pixel space)."""
 
     _supports_gradient_checkpointing = True
 
@@ -110,10 +111,13 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         num_layers: int = 6,
         stem_channels: int = 32,
         conditioning: str = "deep_fusion",
+        prediction_type: str = "velocity",
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning={conditioning!r}; expected one of {CONDITIONINGS}")
+        if prediction_type not in ("velocity", "sample"):
+            raise ValueError(f"prediction_type={prediction_type!r}; expected 'velocity' or 'sample' (x0)")
         if sample_size % patch_size:
             raise ValueError(f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
         self.gradient_checkpointing = False
@@ -155,7 +159,8 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         return [None] * len(self.blocks)
 
     def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
-        """Velocity for `sample` (B, C, H, W) at `timestep` (B,) in [0, 1000] given LM hidden states."""
+        """The flow velocity or x0 (`config.prediction_type`) for `sample` (B, C, H, W) at `timestep` (B,) in
+        [0, 1000], given the LM's hidden states (embeddings + every layer) and their attention mask."""
         b, _, h, w = sample.shape
         p, g = self.config.patch_size, self.grid
         stem = self.stem(sample)

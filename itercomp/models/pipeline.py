@@ -14,6 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from itercomp.models.language import tokenize
+from itercomp.models.training import output_to_velocity
 
 
 def dynamic_threshold(x0: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -56,7 +57,9 @@ class ShapesDiTPipeline(DiffusionPipeline):
         """The guided velocity at one step (the transformer runs once on the cond + null batch)."""
         guided = guidance_scale != 1.0
         model_input = torch.cat([latents, latents]) if guided else latents
-        v = self.transformer(model_input, t.expand(model_input.shape[0]), hidden_states, mask)
+        out = self.transformer(model_input, t.expand(model_input.shape[0]), hidden_states, mask)
+        sigma = t / self.scheduler.config.num_train_timesteps
+        v = output_to_velocity(out, model_input, sigma, self.transformer.config.prediction_type)
         if guided:
             v_cond, v_null = v.chunk(2)
             v = v_null + guidance_scale * (v_cond - v_null)

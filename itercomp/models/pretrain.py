@@ -34,7 +34,7 @@ from itercomp.models.language import (
     tokenize,
 )
 from itercomp.models.pipeline import ShapesDiTPipeline
-from itercomp.models.training import ema_decay, ema_update, flow_interpolate, flow_target, sample_timesteps
+from itercomp.models.training import ema_decay, ema_update, flow_interpolate, flow_loss, sample_timesteps
 
 logger = logging.getLogger(__name__)
 # The shipped names of the three conditionings (gallery members).
@@ -59,6 +59,7 @@ class PretrainConfig:
     patch_size: int = 4
     mlp_ratio: float = 3.0
     stem_channels: int = 32
+    prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
     # DiT optimisation
     steps: int = field(default=6000, metadata={"help": "optimizer steps per DiT"})
     batch_size: int = 128
@@ -146,6 +147,7 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
         num_layers=lm.config.num_hidden_layers,
         stem_channels=cfg.stem_channels,
         conditioning=conditioning,
+        prediction_type=cfg.prediction_type,
     )
 
 
@@ -196,8 +198,8 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
         hidden_states, mask = encode(lm, tokenizer, texts)
         t = sample_timesteps(cfg.batch_size, generator, cfg.timestep_mean, cfg.timestep_std)
         noise = torch.randn(x0.shape, generator=generator)
-        velocity = model(flow_interpolate(x0, noise, t), t * 1000, hidden_states, mask)
-        loss = torch.nn.functional.mse_loss(velocity, flow_target(x0, noise))
+        output = model(flow_interpolate(x0, noise, t), t * 1000, hidden_states, mask)
+        loss = flow_loss(output, x0, noise, t, cfg.prediction_type)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()

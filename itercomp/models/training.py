@@ -21,10 +21,41 @@ def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
+def _per_sample(sigma: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
+    return sigma.view(-1, *([1] * (like.ndim - 1))) if sigma.ndim else sigma
+
+
 def predict_x0(x_t: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x0 from a flow velocity: x_t - sigma v (sigma = t)."""
-    sigma = sigma.view(-1, *([1] * (x_t.ndim - 1))) if sigma.ndim else sigma
-    return x_t - sigma * velocity
+    return x_t - _per_sample(sigma, x_t) * velocity
+
+
+# Below this noise level x0 -> velocity divides by almost nothing; JiT (Li & He, 2025) clips the same way.
+MIN_SIGMA = 0.05
+
+
+def output_to_velocity(output, x_t, sigma, prediction_type: str) -> torch.Tensor:
+    """The flow velocity from a model output that is either the velocity itself or the clean sample x0."""
+    if prediction_type == "velocity":
+        return output
+    if prediction_type == "sample":
+        return (x_t - output) / _per_sample(sigma, x_t).clamp(min=MIN_SIGMA)
+    raise ValueError(f"prediction_type={prediction_type!r}; expected 'velocity' or 'sample'")
+
+
+def output_to_x0(output, x_t, sigma, prediction_type: str) -> torch.Tensor:
+    """The clean-sample estimate from a model output (what the reward models score during fine-tuning)."""
+    if prediction_type == "sample":
+        return output
+    return predict_x0(x_t, output, sigma)
+
+
+def flow_loss(output, x0, noise, t, prediction_type: str) -> torch.Tensor:
+    """Rectified-flow loss in velocity space whatever the model predicts (x-prediction + v-loss, as JiT)."""
+    x_t = flow_interpolate(x0, noise, t)
+    velocity = output_to_velocity(output, x_t, t, prediction_type)
+    return torch.nn.functional.mse_loss(velocity, flow_target(x0, noise))
 
 
 @torch.no_grad()
