@@ -17,6 +17,7 @@ GROUPS = [
         "itercomp.commands.rewards",
         "the three composition reward models: simulated data, training, evaluation",
     ),
+    ("iterate", "itercomp.commands.iterate", "the iterative loop: gallery, rankings, rewards, fine-tuning, report"),
 ]
 
 

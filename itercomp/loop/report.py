@@ -1,0 +1,171 @@
+"""The run's report, rebuilt from the stages' `done.json` files: report.json, scores.png, grids/<aspect>.png.
+
+Everything here reads what the stages wrote, so a resumed run's report is the same as an uninterrupted one's,
+and a run stopped half-way still has a report of its finished rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from itercomp.io import read_jsonl, write_json
+from itercomp.loop.layout import STAGES, RunLayout, read_done
+from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
+
+SHORT = {
+    "attribute_binding": "attribute",
+    "spatial_relationship": "spatial",
+    "non_spatial_relationship": "non-spatial",
+    "complex": "complex",
+}
+
+
+def eval_image_name(prompt_id: str, seed: int) -> str:
+    """`<prompt_id>_s<seed>.png`: the naming `itercomp world score` matches to its prompt."""
+    return f"{prompt_id}_s{seed}.png"
+
+
+def round_entry(layout: RunLayout, k: int) -> dict | None:
+    """One round's numbers from its stages (None if not even its evaluation is finished)."""
+    stages = ("eval",) if k == 0 else STAGES
+    done = {name: read_done(layout.stage(k, name)) for name in stages}
+    evaluation = done.get("eval")
+    if evaluation is None and k == 0:
+        return None
+    entry = {
+        "round": k,
+        "complete": all(v is not None for v in done.values()),
+        "model": evaluation["summary"]["model"] if evaluation else None,
+        "test": evaluation["summary"]["per_aspect"] if evaluation else None,
+        "timings": {name: v["seconds"] for name, v in done.items() if v is not None},
+    }
+    if k > 0:
+        summaries = {name: (v or {}).get("summary") for name, v in done.items()}
+        entry.update(
+            gallery=summaries["gallery"],
+            rankings=summaries["rankings"],
+            rewards=summaries["rewards"],
+            finetune=summaries["model"],
+            expand=summaries["expand"],
+        )
+    return entry
+
+
+def build_report(layout: RunLayout, rounds: int) -> dict:
+    entries = [e for e in (round_entry(layout, k) for k in range(rounds + 1)) if e is not None]
+    evaluated = [e for e in entries if e["test"] is not None]
+    per_aspect = {}
+    for aspect in ASPECTS:
+        series = {
+            "rounds": [e["round"] for e in evaluated],
+            "accuracy": [e["test"][aspect]["accuracy"] for e in evaluated if aspect in e["test"]],
+            "mean_score": [e["test"][aspect]["mean_score"] for e in evaluated if aspect in e["test"]],
+        }
+        if aspect in REWARD_ASPECTS:
+            series["reward_pair_accuracy"] = [
+                ((e.get("rewards") or {}).get(aspect) or {}).get("pair_accuracy") for e in evaluated
+            ]
+        per_aspect[aspect] = series
+    complete = len(entries) == rounds + 1 and all(e["complete"] for e in entries)
+    return {
+        "run": str(layout.root),
+        "rounds_planned": rounds,
+        "rounds_complete": sum(e["complete"] for e in entries if e["round"] > 0),
+        "complete": complete,
+        "per_aspect": per_aspect,
+        "rounds": entries,
+        "pictures": {"scores": str(layout.plot), "grids": str(layout.grids)},
+    }
+
+
+def plot_scores(report: dict, path: Path) -> None:
+    """Oracle accuracy and mean soft score on the test split, per round and aspect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, label in zip(axes, ("accuracy", "mean_score"), ("oracle accuracy", "mean oracle score")):
+        for aspect, series in report["per_aspect"].items():
+            if series[metric]:
+                ax.plot(series["rounds"][: len(series[metric])], series[metric], marker="o", label=SHORT[aspect])
+        ax.set_xlabel("round (0 = base model)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label}, test split")
+        if metric == "accuracy":
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        rounds = [e["round"] for e in report["rounds"] if e["test"] is not None]
+        if rounds:
+            ax.set_xticks(rounds)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_grids(layout: RunLayout, report: dict, n_prompts: int, seed: int) -> list[Path]:
+    """grids/<aspect>.png: rows are the first `n_prompts` test prompts of the aspect, columns the rounds."""
+    from itercomp.grid import make_grid
+
+    rounds = [e["round"] for e in report["rounds"] if e["test"] is not None]
+    if not rounds or n_prompts == 0:
+        return []
+    rows = {k: read_jsonl(layout.stage(k, "eval") / "rows.jsonl") for k in rounds}
+    verdicts = {k: {(r["prompt_id"], r["seed"]): r for r in rows[k]} for k in rounds}
+    written = []
+    for aspect in ASPECTS:
+        prompts = [r for r in rows[rounds[0]] if r["aspect"] == aspect and r["seed"] == seed][:n_prompts]
+        if not prompts:
+            continue
+        images, captions = [], []
+        for row in prompts:
+            for column, k in enumerate(rounds):
+                verdict = verdicts[k].get((row["prompt_id"], seed), {})
+                path = layout.stage(k, "eval") / "images" / eval_image_name(row["prompt_id"], seed)
+                images.append(np.asarray(Image.open(path).convert("RGB")))
+                mark = "correct" if verdict.get("correct") else "wrong"
+                caption = f"r{k} {mark} {verdict.get('score', float('nan')):.2f}"
+                captions.append(f"{row['prompt']} | {caption}" if column == 0 else caption)
+        grid = make_grid(
+            images, captions, columns=len(rounds), caption_lines=5,
+            title=f"{SHORT[aspect]}: rounds {rounds[0]}..{rounds[-1]}, seed {seed}",
+        )  # fmt: skip
+        path = layout.grids / f"{aspect}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        grid.save(tmp)
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def write_report(layout: RunLayout, rounds: int, grid_prompts: int, grid_seed: int) -> dict:
+    report = build_report(layout, rounds)
+    if any(e["test"] is not None for e in report["rounds"]):
+        plot_scores(report, layout.plot)
+        report["pictures"]["grid_files"] = [str(p) for p in write_grids(layout, report, grid_prompts, grid_seed)]
+    write_json(layout.report, report)
+    return report
+
+
+def format_table(report: dict) -> str:
+    """Round x aspect oracle accuracy on the test split (and the mean over aspects)."""
+    header = f"{'round':<6}" + "".join(f"{SHORT[a]:>13}" for a in ASPECTS) + f"{'mean':>9}"
+    lines = [header]
+    for entry in report["rounds"]:
+        if entry["test"] is None:
+            continue
+        values = [entry["test"].get(a, {}).get("accuracy") for a in ASPECTS]
+        present = [v for v in values if v is not None]
+        cells = "".join(f"{v:>13.3f}" if v is not None else f"{'-':>13}" for v in values)
+        mean = sum(present) / len(present) if present else float("nan")
+        lines.append(f"{entry['round']:<6}{cells}{mean:>9.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,574 @@
+"""`itercomp iterate`: IterComp's loop, one function per stage and one loop over rounds.
+
+    round 0   eval      the base model before any fine-tuning (the reference every round is compared with)
+    round k   gallery   render round k's new prompts with the gallery (the starting members plus the fine-tuned
+                        models of rounds 1..k-1)
+              rankings  annotators rank each prompt's images per aspect (simulated by default; humans through
+                        the annotation app); round k's training rankings = round k-1's grown rankings + these
+              rewards   refine the three reward models (from round k-1's) on those rankings
+              model     reward-feedback fine-tuning of round k-1's model with the new reward models
+              eval      the fine-tuned model on the test split with the oracle (same prompts and seeds every round)
+              expand    the fine-tuned model renders every ranked prompt; its images are inserted into each
+                        ranking with the new reward models (itercomp.loop.insertion) -> round k+1's data
+
+Each stage writes into its own folder (itercomp.loop.layout) and finishes with `done.json`; a resumed run skips
+finished stages, and an unfinished one continues from its own outputs. The report and pictures are rebuilt from
+the stages' outputs after every round.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from gallery import Gallery, MemberSpec, load_gallery, render_gallery, world_prompts
+from gallery.base import Context
+from gallery.diffusers_generator import DiffusersConfig
+from gallery.run import prompt_entry, unique_prompts
+from itercomp.errors import ItercompError
+from itercomp.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+from itercomp.loop.config import (
+    RESUMABLE,
+    SHIPPED,
+    IterateConfig,
+    changed_fields,
+    section_config,
+    shipped_rewards,
+    to_dict,
+)
+from itercomp.loop.insertion import insert_candidates
+from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
+from itercomp.loop.rankings import read_rankings, write_rankings
+from itercomp.loop.report import eval_image_name, format_table, write_report
+from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX, Candidate, ImageRecord
+from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
+
+SCORE_BATCH = 64
+
+
+@dataclass
+class Run:
+    """What every stage needs: the settings, where things go, the gallery, and the fine-tuning function."""
+
+    config: IterateConfig
+    layout: RunLayout
+    gallery: Gallery  # the starting members (config.members of the configured gallery)
+    base: MemberSpec  # the member that is fine-tuned
+    finetune_fn: Callable
+    feedback_config_cls: type
+    log: Callable[[str], None]
+
+    def member(self, k: int) -> MemberSpec:
+        """The model of round k: the base member (k = 0) or round k's fine-tuned pipeline as a gallery member."""
+        if k == 0:
+            return self.base
+        name = f"{self.base.name}_r{k}"
+        return replace(
+            self.base,
+            name=name,
+            config=replace(self.base.config, model=str(self.layout.pipeline(k).resolve())),
+            description=f"{self.base.name} after {k} round(s) of reward-feedback fine-tuning",
+            context=Context(name, str(self.layout.config), None),
+        )
+
+    def gallery_at(self, k: int) -> Gallery:
+        """Round k's gallery: the starting members plus every fine-tuned model of the rounds before it."""
+        members = [*self.gallery.members, *(self.member(j) for j in range(1, k))]
+        return Gallery(f"{self.gallery.name}+r{k - 1}", members, self.gallery.description, self.gallery.source)
+
+    def load_pipeline(self, k: int):
+        generator = self.member(k).build()
+        reason = generator.unavailable()
+        if reason:
+            raise ItercompError(f"cannot load the round-{k} model {generator.name!r}: {reason}")
+        generator.load()
+        return generator.pipe
+
+    def reward_models(self, k: int) -> Path | None:
+        """The reward models after round k (k = 0: the configured starting models, None for new ones)."""
+        if k > 0:
+            return self.layout.stage(k, "rewards")
+        init = self.config.reward_init
+        if init is None:
+            return None
+        path = shipped_rewards() if init == SHIPPED else Path(init)
+        missing = [a for a in REWARD_ASPECTS if not (path / a / "config.json").is_file()]
+        if missing:
+            raise ItercompError(
+                f"reward_init {init!r}: no reward model for {', '.join(missing)} under {path}; give a folder with "
+                "<aspect>/config.json subfolders, 'shipped', or null to train new ones"
+            )
+        return path
+
+    def db(self, k: int) -> str:
+        """Round k's annotation store. Human mode shares one across rounds so annotators' logins carry over."""
+        if self.config.annotation_db:
+            return self.config.annotation_db
+        if self.config.annotators == "human":
+            return str(self.layout.shared_db)
+        return str(self.layout.stage(k, "rankings") / "annotations.sqlite")
+
+    @property
+    def resume_command(self) -> str:
+        return f"itercomp iterate --out {self.layout.root} --resume"
+
+
+# ---- prompts --------------------------------------------------------------------------------------------------
+
+
+def round_prompts(config: IterateConfig, k: int) -> list[dict]:
+    """Round k's new prompts: the k-th slice of one deterministic draw per aspect and split, so no prompt is
+    ranked twice and a run extended later gets the same earlier rounds. Val-split prompts hold out reward-model
+    validation; test-split prompts are never ranked."""
+    prompts = []
+    for aspect in REWARD_ASPECTS:
+        for split, n in (("train", config.prompts_per_aspect), ("val", config.val_prompts_per_aspect)):
+            prompts += world_prompts(aspect, split, n * k, seed=config.seed)[n * (k - 1) :]
+    return prompts
+
+
+def finetune_prompts(config: IterateConfig) -> list[str]:
+    """The fine-tuning prompts (train split, every aspect including complex), the same pool every round."""
+    from itercomp.world import generate_prompts
+
+    n = config.finetune_prompts_per_aspect
+    return [p for aspect in ASPECTS for p in generate_prompts(aspect, "train", n, seed=config.seed + 1)]
+
+
+def evaluation_set(config: IterateConfig) -> list[tuple[str, str]]:
+    from itercomp.models.evaluate import evaluation_prompts
+
+    return evaluation_prompts(config.eval_prompts_per_aspect, "test")
+
+
+# ---- stages ---------------------------------------------------------------------------------------------------
+
+
+def render_round_gallery(run: Run, k: int) -> dict:
+    config = run.config
+    prompts = round_prompts(config, k)
+    gallery = run.gallery_at(k)
+    summary = render_gallery(
+        gallery, prompts, run.layout.stage(k, "gallery"), images_per_prompt=config.images_per_prompt,
+        seed=config.seed, skip_unavailable=config.skip_unavailable, log=run.log,
+    )  # fmt: skip
+    return {
+        "prompts": len(prompts),
+        "members": [m["name"] for m in summary["members"]],
+        "skipped_members": summary["skipped_members"],
+        "images": summary["images"],
+        "images_per_second": summary["images_per_second"],
+    }
+
+
+def collect_rankings(run: Run, k: int) -> dict:
+    from annotation_app.interchange import export
+    from annotation_app.simulate import SimulationConfig, simulate
+    from annotation_app.store import Store
+    from annotation_app.tasks import tasks_from_gallery
+    from itercomp.loop.human import needed, serve_in_background, wait_for_rankings, waiting_message
+
+    config, folder = run.config, run.layout.stage(k, "rankings")
+    db = run.db(k)
+    store = Store(db)
+    try:
+        added, present = store.add_tasks(tasks_from_gallery(run.layout.stage(k, "gallery"), config.task_aspects), k)
+        run.log(f"{added + present} ranking tasks in round {k} of {db} ({added} new)")
+
+        def progress() -> dict:
+            return store.progress(None, overlap=config.overlap, round=k)
+
+        if config.annotators == "simulated":
+            simulate(
+                store,
+                SimulationConfig(
+                    annotators=config.simulated_annotators, temperature=config.temperature, overlap=config.overlap,
+                    seed=config.seed + 1000 * k, round=k,
+                ),
+            )  # fmt: skip
+        else:
+            need = needed(progress(), config.target_rankings)
+            stop = None
+            if config.human_wait_minutes > 0 and config.human_serve and progress()["towards_target"] < need:
+                stop = serve_in_background(db, k, config.overlap, config.serve_host, config.serve_port)
+                run.log(f"ranking page: http://{config.serve_host}:{config.serve_port}/ (waiting for {need} rankings)")
+            try:
+                wait_for_rankings(
+                    progress,
+                    need,
+                    config.human_wait_minutes,
+                    lambda p: waiting_message(p, need, db, run.resume_command),
+                )
+            finally:
+                if stop is not None:
+                    stop()
+        exported = export(store, folder / "export", round=k, paths="relative")
+        state = progress()
+    finally:
+        store.close()
+    fresh = read_rankings(folder / "export" / "rankings.jsonl")
+    carried = read_rankings(run.layout.stage(k - 1, "expand") / "rankings.jsonl") if k > 1 else []
+    write_rankings(folder / "rankings.jsonl", carried + fresh)
+    return {
+        "annotators": config.annotators,
+        "db": db,
+        "tasks": state["tasks"],
+        "tasks_complete": state["tasks_complete"],
+        "fresh_rankings": len(fresh),
+        "fresh_pairs": exported["pairs"],
+        "carried_rankings": len(carried),
+        "training_rankings": len(carried) + len(fresh),
+        "per_aspect": dict(Counter(r.aspect for r in carried + fresh)),
+    }
+
+
+def refine_rewards(run: Run, k: int) -> dict:
+    """Refine each aspect's reward model from round k-1's on round k's rankings (one aspect at a time, so a killed
+    stage keeps the aspects it finished), then check them on held-out (val-split) annotator rankings."""
+    from reward_models.config import RewardTrainConfig
+    from reward_models.training import train
+
+    config, folder = run.config, run.layout.stage(k, "rewards")
+    rankings_file = run.layout.stage(k, "rankings") / "rankings.jsonl"
+    init = run.reward_models(k - 1)
+    summary = {}
+    for aspect in REWARD_ASPECTS:
+        final = folder / aspect
+        if not (final / "train_state.json").is_file():  # written last by the trainer
+            work = folder / ".work" / aspect
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+            train_config = section_config(
+                "rewards", config.rewards, RewardTrainConfig, rankings=str(rankings_file), output_dir=str(work),
+                aspects=(aspect,), init_from=str(init) if init else None,
+                **({} if "seed" in config.rewards else {"seed": config.seed + k}),
+            )  # fmt: skip
+            train(train_config)
+            (work / aspect).rename(final)
+        state = read_json(final / "train_state.json")
+        keep = ("train_rankings", "train_pairs", "val_rankings", "best_epoch", "best_val_loss", "best_val_accuracy")
+        summary[aspect] = {"train": {key: state.get(key) for key in (*keep, "epochs_run", "seconds")}}
+    shutil.rmtree(folder / ".work", ignore_errors=True)
+    for aspect, result in held_out_accuracy(run, k, init).items():
+        summary[aspect].update(result)
+    return summary
+
+
+def held_out_accuracy(run: Run, k: int, init: Path | None) -> dict:
+    """Pairwise accuracy (and oracle agreement, in the shapes world) on the val-split rankings that annotators
+    made in rounds 1..k, for the refined models and for the models they started from."""
+    from reward_models.data import split_for
+    from reward_models.evaluation import evaluate_rankings
+    from reward_models.model import RewardModel
+
+    held_out = [
+        r
+        for j in range(1, k + 1)
+        for r in read_rankings(run.layout.stage(j, "rankings") / "export" / "rankings.jsonl")
+        if split_for(r.prompt) == "val"
+    ]
+    results = {}
+    for aspect in REWARD_ASPECTS:
+        rankings = [r for r in held_out if r.aspect == aspect]
+        if not rankings:
+            results[aspect] = {"held_out_rankings": 0}
+            continue
+        after = evaluate_rankings(
+            RewardModel.from_pretrained(run.layout.stage(k, "rewards") / aspect), rankings, Path("/")
+        )
+        result = {
+            "held_out_rankings": len(rankings),
+            "pair_accuracy": after["pair_accuracy"],
+            "oracle_agreement": after.get("oracle_agreement"),
+        }
+        if init is not None:
+            before = evaluate_rankings(RewardModel.from_pretrained(init / aspect), rankings, Path("/"))
+            result.update(
+                pair_accuracy_before=before["pair_accuracy"], oracle_agreement_before=before.get("oracle_agreement")
+            )
+        results[aspect] = result
+    return results
+
+
+def finetune_model(run: Run, k: int) -> dict:
+    from reward_models.ensemble import RewardEnsemble
+
+    config, folder = run.config, run.layout.stage(k, "model")
+    pipe = run.load_pipeline(k - 1)
+    rewards = RewardEnsemble.from_pretrained(run.layout.stage(k, "rewards"))
+    rewards = rewards.to(pipe.device).eval().requires_grad_(False)
+    prompts = finetune_prompts(config)
+    feedback = section_config(
+        "finetune", config.finetune, run.feedback_config_cls, output_dir=str(folder),
+        **({} if "seed" in config.finetune else {"seed": config.seed + k}),
+    )  # fmt: skip
+    run.log(f"fine-tuning {run.member(k - 1).name} on {len(prompts)} prompts with the round-{k} reward models")
+    metrics = run.finetune_fn(pipe, rewards, prompts, feedback)
+    if not (run.layout.pipeline(k) / "model_index.json").is_file():
+        raise ItercompError(
+            f"fine-tuning finished without saving a pipeline at {run.layout.pipeline(k)}; "
+            "the finetune function must write <output_dir>/pipeline"
+        )
+    return finetune_summary(json_safe(metrics or {}))
+
+
+def finetune_summary(metrics: dict) -> dict:
+    """The report's share of the fine-tuning metrics (all of them stay in model/metrics.json): the scalars, the
+    last step's loss, and the mean rewards before and after on the fine-tuner's fixed evaluation batch."""
+    summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    history = metrics.get("history") or []
+    if history and isinstance(history[-1], dict):
+        summary["final_loss"] = history[-1].get("loss")
+    evaluation = metrics.get("eval")
+    if isinstance(evaluation, dict):
+        summary.update(reward_before=evaluation.get("before"), reward_after=evaluation.get("after"))
+    return summary
+
+
+def evaluate_model(run: Run, k: int) -> dict:
+    """The oracle on the test split: the same prompts and seeds every round, images kept for the grids."""
+    from PIL import Image
+
+    from itercomp.models.evaluate import evaluate_pipeline
+
+    config, folder = run.config, run.layout.stage(k, "eval")
+    shutil.rmtree(folder / "images", ignore_errors=True)  # a killed evaluation starts over (it is deterministic)
+    prompts = evaluation_set(config)
+    run.log(
+        f"evaluating {run.member(k).name}: {len(prompts)} test prompts x {len(config.eval_seeds)} seed(s) = "
+        f"{len(prompts) * len(config.eval_seeds)} images, oracle-scored"
+    )
+    pipe = run.load_pipeline(k)
+    result = evaluate_pipeline(
+        pipe, prompts, seeds=config.eval_seeds, batch_size=config.eval_batch_size, **run.base.config.call
+    )
+    (folder / "images").mkdir(parents=True)
+    for row, image in zip(result["rows"], result["images"]):
+        Image.fromarray(image).save(folder / "images" / eval_image_name(row["prompt_id"], row["seed"]))
+    write_jsonl(folder / "rows.jsonl", result["rows"])
+    write_json(folder / "eval.json", result["summary"])
+    return {"model": run.member(k).build().model_path, "per_aspect": result["summary"], "images": len(result["rows"])}
+
+
+def expand_rankings(run: Run, k: int) -> dict:
+    """The fine-tuned model joins the gallery: it renders every ranked prompt, and its images are inserted into
+    each ranking with the round-k reward models (scores cached in scores.json, one per image and aspect)."""
+    config, folder = run.config, run.layout.stage(k, "expand")
+    rankings = read_rankings(run.layout.stage(k, "rankings") / "rankings.jsonl")
+    prompts = unique_prompts([prompt_entry(r.prompt, pid=r.prompt_id) for r in rankings])
+    member = run.member(k)
+    render_gallery(
+        Gallery(member.name, [member]), prompts, folder / "gallery", images_per_prompt=config.images_per_prompt,
+        seed=config.seed, log=run.log,
+    )  # fmt: skip
+    new: dict[str, list[Candidate]] = defaultdict(list)
+    for row in read_jsonl(folder / "gallery" / MANIFEST):
+        record = ImageRecord.from_dict(row)
+        candidate = Candidate.of(record)
+        candidate.path = str((folder / "gallery" / record.path).resolve())
+        new[record.prompt_id].append(candidate)
+    scores = reward_scores(run, k, [(r, new[r.prompt_id]) for r in rankings], folder / "scores.json")
+    grown = [
+        insert_candidates(r, new[r.prompt_id], scores[r.aspect], annotator=reward_model_id(k, r.aspect), round=k + 1)
+        for r in rankings
+    ]
+    write_rankings(folder / "rankings.jsonl", grown)
+    return insertion_summary(grown, {c.image_id for cs in new.values() for c in cs})
+
+
+def reward_model_id(k: int, aspect: str) -> str:
+    return f"{REWARD_MODEL_PREFIX}round_{k}/{aspect}"
+
+
+def reward_scores(run: Run, k: int, rankings_with_new, cache_path: Path) -> dict[str, dict[str, float]]:
+    """{aspect: {image_id: raw reward}} for every candidate, old and new, of every ranking: each image scored once
+    per aspect, kept in `cache_path` and never recomputed (a resumed stage scores only what is missing)."""
+    import torch
+    from tqdm import tqdm
+
+    from reward_models.data import load_image
+    from reward_models.model import RewardModel
+    from reward_models.preprocess import resize_center_crop
+
+    cache = read_json(cache_path) if cache_path.is_file() else {}
+    wanted: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+    for ranking, new in rankings_with_new:
+        for candidate in [*ranking.candidates, *new]:
+            wanted[ranking.aspect][candidate.image_id] = (candidate.path, ranking.prompt)
+    for aspect, images in wanted.items():
+        scores = cache.setdefault(aspect, {})
+        todo = [(image_id, path, prompt) for image_id, (path, prompt) in images.items() if image_id not in scores]
+        if not todo:
+            continue
+        model = RewardModel.from_pretrained(run.layout.stage(k, "rewards") / aspect).eval()
+        size = model.config.image_size
+        for start in tqdm(range(0, len(todo), SCORE_BATCH), desc=f"reward scores {aspect}", unit="batch"):
+            batch = todo[start : start + SCORE_BATCH]
+            pixels = torch.cat([resize_center_crop(load_image(Path(path))[None], size) for _, path, _ in batch])
+            with torch.no_grad():
+                values = model.score(pixels, [prompt for _, _, prompt in batch], normalize=False)
+            scores.update({image_id: float(v) for (image_id, _, _), v in zip(batch, values.tolist())})
+        write_json(cache_path, cache)  # after each aspect: a killed stage keeps what it scored
+    return cache
+
+
+def insertion_summary(grown, new_ids: set[str]) -> dict:
+    """Per aspect: where the new model's images landed (0 = top of the ranking, 1 = bottom)."""
+    per_aspect: dict[str, dict] = {}
+    for ranking in grown:
+        stats = per_aspect.setdefault(ranking.aspect, {"rankings": 0, "inserted": 0, "top": 0, "bottom": 0, "pos": []})
+        stats["rankings"] += 1
+        last = len(ranking.order) - 1
+        for position, image_id in enumerate(ranking.order):
+            if image_id in new_ids:
+                stats["inserted"] += 1
+                stats["top"] += position == 0
+                stats["bottom"] += position == last
+                stats["pos"].append(position / last if last else 0.0)
+    for stats in per_aspect.values():
+        positions = stats.pop("pos")
+        stats["mean_relative_position"] = sum(positions) / len(positions) if positions else None
+    return {"rankings": len(grown), "per_aspect": per_aspect}
+
+
+STAGE_FUNCTIONS = {
+    "gallery": render_round_gallery,
+    "rankings": collect_rankings,
+    "rewards": refine_rewards,
+    "model": finetune_model,
+    "eval": evaluate_model,
+    "expand": expand_rankings,
+}
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------
+
+
+def run_stage(run: Run, k: int, name: str) -> dict:
+    folder = run.layout.stage(k, name)
+    done = read_done(folder)
+    if done is not None:
+        return done["summary"]
+    folder.mkdir(parents=True, exist_ok=True)
+    run.log(f"==== round {k} / {run.config.rounds}: {name} ====")
+    start = time.perf_counter()
+    summary = STAGE_FUNCTIONS[name](run, k)
+    return mark_done(folder, summary, time.perf_counter() - start)["summary"]
+
+
+def iterate(
+    config: IterateConfig,
+    *,
+    resume: bool = False,
+    gallery: Gallery | None = None,
+    finetune_fn: Callable | None = None,
+    feedback_config_cls: type | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or resume) the loop for `config.rounds` rounds; returns the report (also in <out>/report.json).
+
+    `gallery` replaces the configured gallery YAML; `finetune_fn` / `feedback_config_cls` replace
+    `itercomp.finetune.finetune` / `FeedbackConfig` (same signatures)."""
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    run = prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log)
+    layout = run.layout
+    finished = [k for k in range(config.rounds + 1) if read_done(layout.stage(k, "expand" if k else "eval"))]
+    if finished:
+        log(f"resuming {layout.root}: round(s) {', '.join(map(str, finished))} finished earlier and are skipped")
+    run_stage(run, 0, "eval")
+    report = write_report(layout, config.rounds, config.grid_prompts, config.eval_seeds[0])
+    for k in range(1, config.rounds + 1):
+        for name in STAGES:
+            run_stage(run, k, name)
+        report = write_report(layout, config.rounds, config.grid_prompts, config.eval_seeds[0])
+        log(format_table(report))
+    return report
+
+
+def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log) -> Run:
+    """Check everything that can fail before any work: the run folder, the gallery, the fine-tuning settings."""
+    if finetune_fn is None or feedback_config_cls is None:
+        try:
+            from itercomp.finetune import FeedbackConfig, finetune
+        except ImportError as e:
+            raise ItercompError(f"reward-feedback fine-tuning (itercomp.finetune) cannot be imported: {e}") from None
+        finetune_fn = finetune_fn or finetune
+        feedback_config_cls = feedback_config_cls or FeedbackConfig
+    section_config("finetune", config.finetune, feedback_config_cls, output_dir=str(Path(config.out) / "check"))
+    gallery = gallery or load_gallery(config.gallery)
+    selected = gallery.select(list(config.members) if config.members else None)
+    by_name = {m.name: m for m in selected}
+    base = by_name.get(config.base_member)
+    if base is None:
+        raise ItercompError(
+            f"gallery {gallery.name!r} has no member {config.base_member!r} to fine-tune; its members are "
+            f"{', '.join(gallery.names)} (set --base_member)"
+        )
+    if not isinstance(base.config, DiffusersConfig):
+        raise ItercompError(
+            f"--base_member {base.name!r} is a {base.type!r} member; the loop fine-tunes and reloads a diffusers "
+            "pipeline, so it must be a `type: diffusers` member"
+        )
+    clash = [m.name for m in selected if m.name.startswith(f"{base.name}_r")]
+    if clash:
+        raise ItercompError(f"member name {clash[0]!r} is reserved for the fine-tuned models; rename that member")
+    layout = open_run(config, resume, log)
+    start = Gallery(gallery.name, selected, gallery.description, gallery.source)
+    run = Run(config, layout, start, base, finetune_fn, feedback_config_cls, log)
+    run.reward_models(0)  # fails now, not after round 1's rankings, if the starting reward models are missing
+    return run
+
+
+def open_run(config: IterateConfig, resume: bool, log) -> RunLayout:
+    """Refuse to write into another run unless resuming it with the same settings; save the resolved config."""
+    layout = RunLayout(Path(config.out))
+    root = layout.root
+    if root.exists() and any(root.iterdir()):
+        if not resume:
+            raise ItercompError(
+                f"{root} already holds a run; pass --resume to continue it (finished stages are kept), "
+                "or choose another --out"
+            )
+        if not layout.config.is_file():
+            raise ItercompError(
+                f"{root} is not empty and has no config.yaml, so it is no itercomp run; use another --out"
+            )
+        saved = yaml.safe_load(layout.config.read_text()) or {}
+        changed = changed_fields(config, saved)
+        if changed:
+            now = to_dict(config)
+            diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+            raise ItercompError(
+                f"--resume with other settings than the run in {root} ({diffs}); only {', '.join(RESUMABLE)} may "
+                "change when resuming. Drop those flags, or start a new run with another --out"
+            )
+    elif resume:
+        log(f"--resume: no run in {root} yet, starting one")
+    root.mkdir(parents=True, exist_ok=True)
+    write_text(layout.config, yaml.safe_dump(to_dict(config), sort_keys=False))
+    return layout
+
+
+def json_safe(value):
+    """Metrics as plain JSON: tensors and numpy numbers become floats, anything else unknown a string."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and numpy scalars
+        return json_safe(value.tolist())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)

@@ -1,0 +1,359 @@
+"""The iterative loop: the insertion rule, the config, and tiny end-to-end runs (kill + resume, human mode)."""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from itercomp.errors import ItercompError
+from itercomp.loop.config import IterateConfig, add_arguments, load_config, section_config
+from itercomp.loop.insertion import best_gap, insert_candidates
+from itercomp.loop.layout import STAGES, RunLayout
+from itercomp.records import Candidate, Ranking
+from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+# ---- insertion --------------------------------------------------------------------------------------------------
+
+
+def _candidate(name: str) -> Candidate:
+    return Candidate(name, "gen", 0, f"images/{name}.png", "")
+
+
+def _ranking(order, ranks=None) -> Ranking:
+    return Ranking("p1", "a red circle and a blue square", "attribute_binding", [_candidate(c) for c in order],
+                   list(order), "alice", round=1, ranks=ranks)  # fmt: skip
+
+
+def _insert(order, scores, new, ranks=None) -> Ranking:
+    return insert_candidates(
+        _ranking(order, ranks), [_candidate(n) for n in new], scores, annotator="round_1/attribute_binding", round=2
+    )
+
+
+def test_insertion_where_the_reward_model_agrees_sorts_by_score_top_and_bottom_included():
+    order, scores = ["a", "b", "c"], {"a": 3.0, "b": 2.0, "c": 1.0}
+    assert _insert(order, {**scores, "x": 5.0}, ["x"]).order == ["x", "a", "b", "c"]  # the top
+    assert _insert(order, {**scores, "x": 2.5}, ["x"]).order == ["a", "x", "b", "c"]
+    assert _insert(order, {**scores, "x": -4.0}, ["x"]).order == ["a", "b", "c", "x"]  # the bottom
+    grown = _insert(order, {**scores, "x": 2.5}, ["x"])
+    assert grown.annotator == "reward_model:round_1/attribute_binding" and grown.round == 2
+    assert [c.image_id for c in grown.candidates] == ["a", "b", "c", "x"]
+    assert grown.ranks is None and grown.prompt_id == "p1"
+
+
+def test_one_misscored_original_near_the_bottom_does_not_pin_the_new_image():
+    # The reward model scores d (ranked last by the humans) above x; IterComp's bottom-up scan would stop at d
+    # and leave x last, although a and b above it and c outscore or undercut it as a whole.
+    order, scores = ["a", "b", "c", "d"], {"a": 3.0, "b": 2.0, "c": 0.0, "d": 1.5, "x": 1.0}
+    assert _insert(order, scores, ["x"]).order == ["a", "b", "x", "c", "d"]
+
+
+def test_equal_scores_go_below_and_new_images_in_one_gap_are_ordered_by_score():
+    assert _insert(["a", "b"], {"a": 1.0, "b": 1.0, "x": 1.0}, ["x"]).order == ["a", "b", "x"]
+    scores = {"a": 3.0, "b": 0.0, "x": 1.0, "y": 2.0}
+    assert _insert(["a", "b"], scores, ["x", "y"]).order == ["a", "y", "x", "b"]
+    assert _insert(["a", "b"], scores, ["y", "x"]).order == ["a", "y", "x", "b"]  # independent of input order
+
+
+def test_insertion_keeps_tied_groups_whole():
+    scores = {"a": 3.0, "b": 1.0, "c": 2.9, "d": 0.0, "x": 2.0}
+    grown = _insert(["a", "b", "c", "d"], scores, ["x"], ranks=[1, 2, 2, 3])
+    assert grown.order == ["a", "x", "b", "c", "d"]  # not between b and c, which the humans tied
+    assert grown.ranks == [1, 2, 3, 3, 4]
+
+
+def test_insertion_refuses_missing_scores_and_known_images():
+    with pytest.raises(ItercompError, match="no attribute_binding reward score for image x"):
+        _insert(["a", "b"], {"a": 1.0, "b": 0.0}, ["x"])
+    with pytest.raises(ItercompError, match="already holds a"):
+        _insert(["a", "b"], {"a": 1.0, "b": 0.0}, ["a"])
+
+
+def _log_likelihood(existing, new: float, gap: int) -> float:
+    """Bradley-Terry log-likelihood of the new image's pairs when it sits below the first `gap` candidates."""
+    above = sum(math.log(1 / (1 + math.exp(-(s - new)))) for s in existing[:gap])
+    below = sum(math.log(1 / (1 + math.exp(-(new - s)))) for s in existing[gap:])
+    return above + below
+
+
+def test_chosen_gap_maximises_the_bradley_terry_likelihood_and_keeps_the_order():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 7))
+        existing = [round(float(v), 2) for v in rng.normal(size=n)]
+        new = round(float(rng.normal()), 2)
+        best = max(_log_likelihood(existing, new, g) for g in range(n + 1))
+        assert _log_likelihood(existing, new, best_gap(existing, new)) == pytest.approx(best, abs=1e-9)
+        names = [f"c{i}" for i in range(n)]
+        grown = _insert(names, {**dict(zip(names, existing)), "x": new}, ["x"])
+        assert [i for i in grown.order if i != "x"] == names
+
+
+# ---- config -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeFeedbackConfig:
+    """Stands in for itercomp.finetune.FeedbackConfig in these tests (same loop-owned field)."""
+
+    output_dir: str
+    max_steps: int = 1
+    learning_rate: float = 1e-5
+    seed: int = 0
+
+
+def _parse(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_config_from_yaml_and_flags_merges_sections_key_by_key(tmp_path):
+    path = tmp_path / "iterate.yaml"
+    path.write_text(yaml.safe_dump({"rounds": 2, "rewards": {"epochs": 7}, "finetune": {"max_steps": 9}}))
+    args = _parse(["--config", str(path), "--rounds", "4", "--rewards", "learning_rate=1e-4",
+                   "--finetune", "learning_rate=3e-6", "--eval_seeds", "0", "1"])  # fmt: skip
+    config = load_config(args)
+    assert config.rounds == 4 and config.eval_seeds == (0, 1)
+    assert config.rewards["epochs"] == 7 and config.rewards["learning_rate"] == 1e-4
+    assert config.rewards["batch_rankings"] == 16  # the loop's default survives a partial section
+    feedback = section_config("finetune", config.finetune, FakeFeedbackConfig, output_dir="x")
+    assert feedback.max_steps == 9 and feedback.learning_rate == 3e-6  # "3e-6" from the flag, typed as float
+
+
+@pytest.mark.parametrize(
+    "values,needle",
+    [
+        ({"rewards": {"output_dir": "x"}}, "set by the loop"),
+        ({"rewards": {"epoch": 2}}, "unknown field 'epoch'"),
+        ({"annotators": "crowd"}, "--annotators must be one of"),
+        ({"members": ("layout_planner",)}, "leaves out the fine-tuned member 'base'"),
+        ({"rewards": {"epochs": "many"}}, "RewardTrainConfig.epochs must be int"),
+    ],
+)
+def test_config_errors_name_the_problem(values, needle):
+    with pytest.raises(ItercompError, match=needle):
+        IterateConfig(**values)
+
+
+# ---- tiny end-to-end runs ---------------------------------------------------------------------------------------
+
+
+def _tiny_base(folder: Path) -> Path:
+    """A tiny random ShapesDiTPipeline saved like the shipped base model (weights perturbed from their zero init,
+    so images depend on the prompt)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from itercomp.models.dit import CompositionDiT
+    from itercomp.models.language import LanguageModelConfig, build_language_model, build_tokenizer
+    from itercomp.models.pipeline import ShapesDiTPipeline
+
+    tokenizer = build_tokenizer()
+    lm = build_language_model(
+        len(tokenizer), LanguageModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    )
+    torch.manual_seed(0)
+    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=32, num_layers=2, stem_channels=8)
+    for p in dit.parameters():
+        p.data.normal_(0, 0.05)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+    ShapesDiTPipeline(tokenizer=tokenizer, text_encoder=lm, transformer=dit, scheduler=scheduler).save_pretrained(
+        folder
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A gallery YAML (the tiny base model + the procedural members) and tiny starting reward models."""
+    from reward_models.model import RewardModel
+
+    root = tmp_path_factory.mktemp("world")
+    base = _tiny_base(root / "base")
+    gallery = {
+        "name": "tiny",
+        "members": [
+            {"name": "base", "type": "diffusers", "model": str(base), "batch_size": 32,
+             "pipeline": "itercomp.models.pipeline.ShapesDiTPipeline",
+             "call": {"num_inference_steps": 2, "guidance_scale": 1.0}},
+            {"name": "layout_planner", "type": "layout_planner"},
+            {"name": "bag_of_words", "type": "bag_of_words"},
+            {"name": "colour_leak", "type": "colour_leak"},
+        ],
+    }  # fmt: skip
+    (root / "gallery.yaml").write_text(yaml.safe_dump(gallery))
+    for aspect in REWARD_ASPECTS:
+        torch.manual_seed(0)
+        model = RewardModel.for_shapes_world(aspect, width=32, image_layers=1, fusion_layers=1, heads=2)
+        model.save_pretrained(root / "rewards" / aspect)
+    return root
+
+
+def _config(world: Path, out: Path, **overrides) -> IterateConfig:
+    settings = dict(
+        rounds=2, out=str(out), gallery=str(world / "gallery.yaml"), reward_init=str(world / "rewards"),
+        prompts_per_aspect=2, val_prompts_per_aspect=1, simulated_annotators=2, threads=1,
+        rewards={"epochs": 1, "batch_rankings": 4}, finetune_prompts_per_aspect=2, eval_prompts_per_aspect=2,
+        grid_prompts=2,
+    )  # fmt: skip
+    return IterateConfig(**{**settings, **overrides})
+
+
+def fake_finetune(pipe, reward_fn, prompts, config, accelerator=None, regulariser_data=None):
+    """Moves the denoiser's weights a little (a different model each round) and saves it as the real one does,
+    after checking the reward function it was given scores every aspect differentiably."""
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    rewards = reward_fn(images, prompts[:2])
+    assert sorted(rewards) == sorted(REWARD_ASPECTS) and all(r.shape == (2,) for r in rewards.values())
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        for p in pipe.transformer.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=generator))
+    out = Path(config.output_dir)
+    pipe.save_pretrained(out / "pipeline")
+    metrics = {"steps": config.max_steps, "history": [{"loss": 0.5}], "eval": {"before": {"a": 0.0}, "after": {}}}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    return {**metrics, "seconds_this_run": torch.tensor(0.25)}
+
+
+def killed_in_round_2(pipe, reward_fn, prompts, config, **kwargs):
+    if Path(config.output_dir).parent.name == "round_2":
+        raise RuntimeError("killed during fine-tuning")
+    return fake_finetune(pipe, reward_fn, prompts, config, **kwargs)
+
+
+def _iterate(config, finetune_fn=fake_finetune, **kwargs):
+    from itercomp.loop.run import iterate
+
+    return iterate(config, finetune_fn=finetune_fn, feedback_config_cls=FakeFeedbackConfig, log=lambda _: None,
+                   **kwargs)  # fmt: skip
+
+
+def _markers(layout: RunLayout, k: int) -> dict:
+    stages = ("eval",) if k == 0 else STAGES
+    return {
+        s: (layout.stage(k, s) / "done.json").read_text()
+        for s in stages
+        if (layout.stage(k, s) / "done.json").is_file()
+    }
+
+
+def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
+    out = tmp_path / "run"
+    layout = RunLayout(out)
+    with pytest.raises(RuntimeError, match="killed"):
+        _iterate(_config(world, out), finetune_fn=killed_in_round_2)
+    partial = json.loads(layout.report.read_text())
+    assert not partial["complete"] and partial["rounds_complete"] == 1
+    before = {k: _markers(layout, k) for k in (0, 1, 2)}
+    assert set(before[2]) == {"gallery", "rankings", "rewards"}  # finished before the kill
+
+    with pytest.raises(ItercompError, match="pass --resume"):
+        _iterate(_config(world, out))
+    with pytest.raises(ItercompError, match="prompts_per_aspect: 2 -> 3"):
+        _iterate(_config(world, out, prompts_per_aspect=3), resume=True)
+    report = _iterate(_config(world, out), resume=True)
+
+    # Finished stages were not redone: their markers are byte-identical (they hold the finishing time).
+    for k in (0, 1, 2):
+        after = _markers(layout, k)
+        assert all(after[s] == before[k][s] for s in before[k]), k
+    assert report["complete"] and report["rounds_complete"] == 2
+    assert json.loads(layout.report.read_text()) == json.loads(json.dumps(report))
+
+    # The layout of DESIGN.md §5.
+    for k in (1, 2):
+        r = layout.round_dir(k)
+        for path in ("gallery/manifest.jsonl", "rankings/annotations.sqlite", "rankings/export/rankings.jsonl",
+                     "rankings/rankings.jsonl", "model/pipeline/model_index.json", "eval/rows.jsonl",
+                     "eval/eval.json", "expand/scores.json", "expand/rankings.jsonl"):  # fmt: skip
+            assert (r / path).is_file(), (k, path)
+        for aspect in REWARD_ASPECTS:
+            assert (r / "rewards" / aspect / "config.json").is_file()
+    assert (out / "scores.png").is_file() and (out / "config.yaml").is_file()
+    assert sorted(p.name for p in (out / "grids").iterdir()) == sorted(f"{a}.png" for a in ASPECTS)
+
+    # report.json: per round, per aspect.
+    assert [e["round"] for e in report["rounds"]] == [0, 1, 2]
+    for entry in report["rounds"]:
+        assert set(entry["test"]) == set(ASPECTS)
+        assert all(0 <= entry["test"][a]["accuracy"] <= 1 and entry["test"][a]["n"] == 2 for a in ASPECTS)
+        if entry["round"]:
+            assert set(entry["timings"]) == set(STAGES)
+            assert entry["finetune"]["steps"] == 1 and entry["finetune"]["final_loss"] == 0.5
+            assert entry["finetune"]["seconds_this_run"] == 0.25
+            for aspect in REWARD_ASPECTS:
+                rewards = entry["rewards"][aspect]
+                assert 0 <= rewards["pair_accuracy"] <= 1 and rewards["held_out_rankings"] >= 1
+                assert "pair_accuracy_before" in rewards and rewards["train"]["train_rankings"] >= 1
+    assert len(report["per_aspect"]["complex"]["accuracy"]) == 3
+
+    # Round 2 ranked its new prompts with a gallery that holds round 1's model, and trained on round 1's grown
+    # rankings (with round 1's model's images inserted by round 1's reward models) plus its own.
+    manifest = [json.loads(line) for line in (layout.stage(2, "gallery") / "manifest.jsonl").open()]
+    assert {"base", "base_r1", "layout_planner"} <= {m["generator"] for m in manifest}
+    training = [json.loads(line) for line in (layout.stage(2, "rankings") / "rankings.jsonl").open()]
+    carried = [r for r in training if r["annotator"].startswith("reward_model:round_1/")]
+    fresh = [r for r in training if r["annotator"].startswith("sim-")]
+    assert carried and fresh and len(carried) + len(fresh) == len(training)
+    assert all(r["round"] == 2 and any(c["generator"] == "base_r1" for c in r["candidates"]) for r in carried)
+    for row in training:  # relative paths that resolve from the file's folder
+        assert all((layout.stage(2, "rankings") / c["path"]).is_file() for c in row["candidates"])
+
+    # Every candidate of every expanded ranking was scored once, and the humans' order survives insertion.
+    scores = json.loads((layout.stage(2, "expand") / "scores.json").read_text())
+    grown = [json.loads(line) for line in (layout.stage(2, "expand") / "rankings.jsonl").open()]
+    assert len(grown) == len(training)
+    for old, new in zip(training, grown):  # one grown ranking per ranking, in the same order
+        assert new["round"] == 3 and new["annotator"] == f"reward_model:round_2/{old['aspect']}"
+        assert all(c["image_id"] in scores[old["aspect"]] for c in new["candidates"])
+        assert [i for i in new["order"] if i in set(old["order"])] == old["order"]
+        assert {c["generator"] for c in new["candidates"]} - {c["generator"] for c in old["candidates"]} == {"base_r2"}
+
+
+def test_human_mode_stops_with_the_serve_command_and_picks_up(world, tmp_path):
+    from annotation_app.simulate import SimulationConfig, simulate
+    from annotation_app.store import Store
+    from itercomp.loop.human import WaitingForRankings
+
+    out = tmp_path / "human"
+    config = _config(world, out, rounds=1, annotators="human", overlap=1)
+    with pytest.raises(WaitingForRankings) as waiting:
+        _iterate(config)
+    message = str(waiting.value)
+    db = str(RunLayout(out).shared_db)
+    assert f"itercomp annotate serve --db {db} --round 1 --overlap 1" in message
+    assert "0 so far" in message and f"itercomp iterate --out {out} --resume" in message
+    assert not (RunLayout(out).stage(1, "rankings") / "done.json").exists()
+
+    # People rank (stand-ins here, through the same store calls as the web app); the next invocation goes on.
+    simulate(Store(db), SimulationConfig(annotators=1, overlap=1, round=1), progress=False)
+    report = _iterate(config, resume=True)
+    assert report["complete"]
+    rankings = json.loads((RunLayout(out).stage(1, "rankings") / "done.json").read_text())["summary"]
+    assert rankings["annotators"] == "human" and rankings["fresh_rankings"] == rankings["tasks"] == 9
+
+
+def test_cli_refuses_an_existing_run_without_resume(tmp_path, capsys):
+    from itercomp.cli import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("rounds: 1\n")
+    assert main(["iterate", "--out", str(tmp_path / "run"), "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pass --resume" in err and len(err.splitlines()) == 1
+    assert main(["iterate", "--out", str(tmp_path / "x"), "--rewards", "epochs"]) == 2
+    assert "FIELD=VALUE" in capsys.readouterr().err
