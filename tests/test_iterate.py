@@ -110,6 +110,12 @@ class FakeFeedbackConfig:
     output_dir: str
     max_steps: int = 1
     learning_rate: float = 1e-5
+    batch_size: int = 4
+    ema_decay: float = 0.0
+    eval_prompts: int = 0
+    checkpoint_every: int = 0
+    num_inference_steps: int = 40
+    guidance_scale: float = 1.0
     seed: int = 0
 
 
@@ -206,7 +212,7 @@ def _config(world: Path, out: Path, **overrides) -> IterateConfig:
     settings = dict(
         rounds=2, out=str(out), gallery=str(world / "gallery.yaml"), reward_init=str(world / "rewards"),
         prompts_per_aspect=2, val_prompts_per_aspect=1, simulated_annotators=2, threads=1,
-        rewards={"epochs": 1, "batch_rankings": 4}, finetune_prompts_per_aspect=2, eval_prompts_per_aspect=2,
+        rewards={"epochs": 1, "batch_rankings": 4}, finetune={"max_steps": 1}, finetune_prompts_per_aspect=2, eval_prompts_per_aspect=2,
         grid_prompts=2,
     )  # fmt: skip
     return IterateConfig(**{**settings, **overrides})
@@ -224,7 +230,8 @@ def fake_finetune(pipe, reward_fn, prompts, config, accelerator=None, regularise
             p.add_(0.01 * torch.randn(p.shape, generator=generator))
     out = Path(config.output_dir)
     pipe.save_pretrained(out / "pipeline")
-    metrics = {"steps": config.max_steps, "history": [{"loss": 0.5}], "eval": {"before": {"a": 0.0}, "after": {}}}
+    metrics = {"steps": config.max_steps, "sampling_steps": config.num_inference_steps, "history": [{"loss": 0.5}],
+               "eval": {"before": {"a": 0.0}, "after": {}}}  # fmt: skip
     (out / "metrics.json").write_text(json.dumps(metrics))
     return {**metrics, "seconds_this_run": torch.tensor(0.25)}
 
@@ -294,6 +301,7 @@ def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
         if entry["round"]:
             assert set(entry["timings"]) == set(STAGES)
             assert entry["finetune"]["steps"] == 1 and entry["finetune"]["final_loss"] == 0.5
+            assert entry["finetune"]["sampling_steps"] == 2  # the base member's `call`, not FeedbackConfig's 40
             assert entry["finetune"]["seconds_this_run"] == 0.25
             for aspect in REWARD_ASPECTS:
                 rewards = entry["rewards"][aspect]
@@ -322,6 +330,21 @@ def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
         assert all(c["image_id"] in scores[old["aspect"]] for c in new["candidates"])
         assert [i for i in new["order"] if i in set(old["order"])] == old["order"]
         assert {c["generator"] for c in new["candidates"]} - {c["generator"] for c in old["candidates"]} == {"base_r2"}
+
+
+def test_one_round_with_the_real_finetune(world, tmp_path):
+    pytest.importorskip("itercomp.finetune.trainer", reason="itercomp.finetune has not landed")
+    from itercomp.loop.run import iterate
+    from itercomp.models.pipeline import ShapesDiTPipeline
+
+    out = tmp_path / "real"
+    config = _config(world, out, rounds=1, finetune={"max_steps": 1, "batch_size": 2, "eval_prompts": 2, "cpu": True})
+    report = iterate(config, log=lambda _: None)
+    finetune = report["rounds"][1]["finetune"]
+    assert report["complete"] and finetune["steps"] == 1 and set(finetune["reward_after"]) == set(REWARD_ASPECTS)
+    tuned = ShapesDiTPipeline.from_pretrained(RunLayout(out).pipeline(1)).transformer.state_dict()
+    base = ShapesDiTPipeline.from_pretrained(world / "base").transformer.state_dict()
+    assert any(not torch.equal(tuned[name], base[name]) for name in base)
 
 
 def test_human_mode_stops_with_the_serve_command_and_picks_up(world, tmp_path):

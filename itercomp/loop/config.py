@@ -44,6 +44,14 @@ def _reward_defaults() -> dict:
     return {"epochs": 4, "learning_rate": 2e-4, "batch_rankings": 16}
 
 
+def _finetune_defaults() -> dict:
+    # The shapes world's ~2M-parameter base model, as recipes/configs/reward_ft_shapes.yaml (10x IterComp's
+    # learning rate for a small model trained from scratch, a short EMA) with half its steps and batch per round,
+    # so three rounds fit the demo's CPU budget. Sampling steps and guidance come from the base member's `call`.
+    return {"learning_rate": 1e-4, "max_steps": 100, "batch_size": 8, "ema_decay": 0.99, "eval_prompts": 16,
+            "checkpoint_every": 25}  # fmt: skip
+
+
 @dataclass
 class IterateConfig:
     """The iterative loop: gallery -> rankings -> reward models -> fine-tuning -> evaluation -> expansion."""
@@ -110,8 +118,11 @@ class IterateConfig:
         default=128, metadata={"help": "train-split prompts per aspect (complex included) fine-tuned on"}
     )
     finetune: dict = field(
-        default_factory=dict,
-        metadata={"help": "FeedbackConfig fields, e.g. --finetune max_steps=40 learning_rate=1e-5"},
+        default_factory=_finetune_defaults,
+        metadata={
+            "help": "FeedbackConfig fields, e.g. --finetune max_steps=40 learning_rate=1e-5 (sampling steps and "
+            "guidance default to the base member's `call`)"
+        },
     )
     # evaluation
     eval_prompts_per_aspect: int = field(
@@ -129,6 +140,7 @@ class IterateConfig:
             elif not isinstance(value, dict):
                 raise ItercompError(f"{name} must be a mapping of field: value, got {value!r}")
         self.rewards = {**_reward_defaults(), **self.rewards}
+        self.finetune = {**_finetune_defaults(), **self.finetune}
         if self.rounds < 0:
             raise ItercompError(f"--rounds must be >= 0, got {self.rounds}")
         positive = ("prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "overlap")

@@ -18,6 +18,7 @@ the stages' outputs after every round.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -305,7 +306,7 @@ def finetune_model(run: Run, k: int) -> dict:
     rewards = rewards.to(pipe.device).eval().requires_grad_(False)
     prompts = finetune_prompts(config)
     feedback = section_config(
-        "finetune", config.finetune, run.feedback_config_cls, output_dir=str(folder),
+        "finetune", {**sampling_settings(run), **config.finetune}, run.feedback_config_cls, output_dir=str(folder),
         **({} if "seed" in config.finetune else {"seed": config.seed + k}),
     )  # fmt: skip
     run.log(f"fine-tuning {run.member(k - 1).name} on {len(prompts)} prompts with the round-{k} reward models")
@@ -316,6 +317,17 @@ def finetune_model(run: Run, k: int) -> dict:
             "the finetune function must write <output_dir>/pipeline"
         )
     return finetune_summary(json_safe(metrics or {}))
+
+
+def sampling_settings(run: Run) -> dict:
+    """Fine-tune the model the way it is sampled in the gallery and the evaluation: the base member's steps and
+    guidance (also in the steps with gradient), for the FeedbackConfig fields that exist."""
+    call = run.base.config.call
+    settings = {k: call[k] for k in ("num_inference_steps", "guidance_scale") if k in call}
+    if "guidance_scale" in settings:
+        settings["grad_guidance_scale"] = settings["guidance_scale"]
+    known = {f.name for f in dataclasses.fields(run.feedback_config_cls)}
+    return {k: v for k, v in settings.items() if k in known}
 
 
 def finetune_summary(metrics: dict) -> dict:
