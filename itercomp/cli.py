@@ -17,6 +17,7 @@ GROUPS = [
         "itercomp.commands.rewards",
         "the three composition reward models: simulated data, training, evaluation",
     ),
+    ("finetune", "itercomp.commands.finetune", "reward-feedback fine-tuning (ReFL / DRaFT-K / AlignProp) of a model"),
     ("iterate", "itercomp.commands.iterate", "the iterative loop: gallery, rankings, rewards, fine-tuning, report"),
 ]
 

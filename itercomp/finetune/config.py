@@ -1,0 +1,242 @@
+"""`FeedbackConfig`: every setting of reward-feedback fine-tuning, one named field each (no torch import here,
+so the CLI builds its --help without it). `FeedbackRunConfig` adds what the recipe loads: model, rewards, prompts.
+
+Loaded with itercomp.config's loader: YAML keys and `--field value` flags are the field names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import yaml
+
+from itercomp.errors import ItercompError
+from itercomp.world.vocab import REWARD_ASPECTS
+
+GRAD_MODES = ("refl", "draft", "alignprop")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class FeedbackConfig:
+    """Reward-feedback fine-tuning of a text-to-image denoiser (ReFL / DRaFT-K / AlignProp windows)."""
+
+    output_dir: str = field(
+        default="runs/finetune",
+        metadata={"help": "writes checkpoint/, pipeline/, lora/ (with use_lora), metrics.json, feedback_config.yaml"},
+    )
+    # ---- sampling ------------------------------------------------------------------------------------------
+    num_inference_steps: int = field(default=40, metadata={"help": "sampling steps per image (IterComp: 40)"})
+    guidance_scale: float = field(
+        default=1.0, metadata={"help": "classifier-free guidance in the steps without gradient; 1 = none (IterComp)"}
+    )
+    grad_guidance_scale: float | None = field(
+        default=None,
+        metadata={"help": "guidance in the steps with gradient; unset = guidance_scale (1 halves the memory)"},
+    )
+    resolution: int | None = field(
+        default=None, metadata={"help": "image height and width in pixels; unset = the pipeline's default"}
+    )
+    max_sequence_length: int | None = field(
+        default=None, metadata={"help": "text tokens for pipelines that take it (SD3, Flux, Sana); unset = theirs"}
+    )
+    # ---- the window of steps with gradient ----------------------------------------------------------------
+    grad_mode: str = field(
+        default="refl",
+        metadata={
+            "help": "refl: one step drawn from grad_step_range, x0 predicted there (ImageReward/IterComp); "
+            "draft: the last draft_k steps (DRaFT-K); alignprop: the last K steps, K drawn from 1..alignprop_max_k"
+        },
+    )
+    grad_step_range: tuple[float, float] = field(
+        default=(0.75, 1.0),
+        metadata={
+            "help": "refl: fractions of num_inference_steps bounding the gradient step; (0.75, 1.0) of 40 steps "
+            "is IterComp's step 30..39 (0-based), so the range scales with the step count"
+        },
+    )
+    draft_k: int = field(default=1, metadata={"help": "draft: steps at the end of sampling that run with gradient"})
+    alignprop_max_k: int | None = field(
+        default=None, metadata={"help": "alignprop: largest truncation K; unset = num_inference_steps"}
+    )
+    # ---- reward loss: sum over aspects of w_a * relu(hinge - r_a) * scale ---------------------------------
+    reward_weights: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(REWARD_ASPECTS, 1.0),
+        metadata={
+            "help": "weight per reward aspect; every aspect the reward function returns needs one "
+            "(YAML mapping, or 'aspect=w,aspect=w' on the command line)"
+        },
+    )
+    # IterComp's relu(2 - r): normalised rewards above 2 (about 2 std above the training images' mean) stop
+    # pulling, so the model is not pushed to exploit a reward model far outside the data it was trained on.
+    reward_hinge: float = field(default=2.0, metadata={"help": "rewards above this give no loss (IterComp: 2)"})
+    # IterComp's 1e-3: with lr 1e-5 it keeps the reward gradient small next to the weights (matters for SGD,
+    # for the balance with the pretraining loss, and under fp16 loss scaling; Adam alone is scale-invariant).
+    reward_loss_scale: float = field(default=1e-3, metadata={"help": "multiplies the reward loss (IterComp: 1e-3)"})
+    # ---- pretraining-loss regulariser ---------------------------------------------------------------------
+    pretrain_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of the denoising loss on (image, prompt) pairs added to the reward loss; 0 = off"},
+    )
+    regulariser_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "pairs for the regulariser: 'shapes' (ground-truth renders of train prompts) or a folder with "
+            "prompts.jsonl (image + prompt per row, or `itercomp world sample` output) or image files with .txt captions"
+        },
+    )
+    regulariser_samples: int = field(default=2048, metadata={"help": "'shapes': how many renders to draw"})
+    pretrain_batch_size: int | None = field(
+        default=None, metadata={"help": "regulariser pairs per micro-batch; unset = batch_size"}
+    )
+    # ---- optimisation --------------------------------------------------------------------------------------
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate, constant (IterComp: 1e-5)"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
+    max_steps: int = field(default=200, metadata={"help": "optimizer steps (IterComp: 200)"})
+    batch_size: int = field(default=4, metadata={"help": "prompts per micro-batch per process"})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "micro-batches per optimizer step (effective batch = this x batch x processes)"}
+    )
+    max_grad_norm: float | None = field(
+        default=1.0, metadata={"help": "clip the gradient norm to this (IterComp: 1); unset = no clipping"}
+    )
+    ema_decay: float = field(
+        default=0.999,
+        metadata={"help": "EMA of the trained weights (warmed up); 0 = no EMA, the last weights are kept"},
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute denoiser activations in backward (memory for time)"}
+    )
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (autocast; weights stay fp32)"})
+    cpu: bool = field(default=False, metadata={"help": "force the CPU (multi-process CPU runs need it)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process"})
+    # ---- LoRA ----------------------------------------------------------------------------------------------
+    use_lora: bool = field(
+        default=False, metadata={"help": "train LoRA adapters (peft) instead of every denoiser weight"}
+    )
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha; unset = lora_rank (scale 1)"})
+    lora_target_modules: tuple[str, ...] = field(
+        default=(), metadata={"help": "module names that get adapters; empty = the attention projections"}
+    )
+    # ---- bookkeeping ---------------------------------------------------------------------------------------
+    seed: int = field(default=0, metadata={"help": "seed of prompts, noise, windows and regulariser batches"})
+    eval_prompts: int = field(
+        default=16, metadata={"help": "size of the fixed evaluation batch scored before and after training"}
+    )
+    eval_seed: int = field(default=0, metadata={"help": "evaluation image k uses noise seed eval_seed + k"})
+    checkpoint_every: int = field(
+        default=50, metadata={"help": "write output_dir/checkpoint every this many steps (0 = only at the end)"}
+    )
+    resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoint if it exists"})
+
+    def __post_init__(self):
+        if self.grad_mode not in GRAD_MODES:
+            raise ItercompError(f"grad_mode={self.grad_mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
+        positive = ("num_inference_steps", "max_steps", "batch_size", "gradient_accumulation_steps", "draft_k")
+        positive += ("lora_rank", "regulariser_samples")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("resolution", "max_sequence_length", "alignprop_max_k", "pretrain_batch_size", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ItercompError(f"{name} must be >= 1 or unset, got {value}")
+        self.grad_step_range = tuple(float(v) for v in self.grad_step_range)
+        lo, hi = self.grad_step_range if len(self.grad_step_range) == 2 else (None, None)
+        if lo is None or not 0 <= lo < hi <= 1:
+            raise ItercompError(
+                f"grad_step_range={list(self.grad_step_range)} must be two fractions 0 <= lo < hi <= 1 of "
+                "num_inference_steps, e.g. [0.75, 1.0] for IterComp's steps 30-39 of 40"
+            )
+        if self.grad_mode == "draft" and self.draft_k > self.num_inference_steps:
+            raise ItercompError(
+                f"draft_k={self.draft_k} exceeds num_inference_steps={self.num_inference_steps}; lower draft_k"
+            )
+        if self.alignprop_max_k is not None and self.alignprop_max_k > self.num_inference_steps:
+            raise ItercompError(
+                f"alignprop_max_k={self.alignprop_max_k} exceeds num_inference_steps={self.num_inference_steps}"
+            )
+        self.reward_weights = parse_weights(self.reward_weights)
+        if not self.reward_weights or all(w == 0 for w in self.reward_weights.values()):
+            raise ItercompError("reward_weights gives no aspect a non-zero weight; e.g. attribute_binding=1")
+        for name in ("reward_loss_scale", "pretrain_loss_weight"):
+            if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
+                raise ItercompError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.pretrain_loss_weight > 0 and not self.regulariser_data:
+            raise ItercompError(
+                f"pretrain_loss_weight={self.pretrain_loss_weight} needs regulariser_data: 'shapes' or a folder of "
+                "images with prompts (or pass regulariser_data= to finetune())"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ItercompError(f"ema_decay must be in [0, 1) (0 turns the EMA off), got {self.ema_decay}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ItercompError(f"max_grad_norm must be > 0 or unset (no clipping), got {self.max_grad_norm}")
+        if self.learning_rate <= 0:
+            raise ItercompError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}")
+        if self.eval_prompts < 0 or self.checkpoint_every < 0:
+            raise ItercompError("eval_prompts and checkpoint_every must be >= 0")
+        self.lora_target_modules = tuple(self.lora_target_modules)
+
+    @property
+    def effective_grad_guidance(self) -> float:
+        return self.guidance_scale if self.grad_guidance_scale is None else self.grad_guidance_scale
+
+
+def parse_weights(value) -> dict[str, float]:
+    """reward_weights from a mapping, a YAML/JSON mapping string or 'aspect=w,aspect=w' (the CLI's form)."""
+    if isinstance(value, str):
+        text = value.strip()
+        parsed = yaml.safe_load(text) if text.startswith("{") else None
+        if parsed is None:
+            parsed = {}
+            for item in filter(None, (part.strip() for part in text.split(","))):
+                name, sep, weight = item.partition("=")
+                if not sep:
+                    raise ItercompError(f"reward_weights: {item!r} is not 'aspect=weight'; e.g. attribute_binding=1")
+                parsed[name.strip()] = weight
+        value = parsed
+    if not isinstance(value, dict):
+        raise ItercompError(f"reward_weights must map aspect -> weight, got {value!r}")
+    try:
+        weights = {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise ItercompError(f"reward_weights: every weight must be a number, got {value!r}") from None
+    negative = [k for k, w in weights.items() if w < 0 or not math.isfinite(w)]
+    if negative:
+        raise ItercompError(f"reward_weights for {negative} must be finite and >= 0")
+    return weights
+
+
+@dataclass
+class FeedbackRunConfig(FeedbackConfig):
+    """What `accelerate launch recipes/reward_ft.py` and `itercomp finetune` load before calling finetune()."""
+
+    pretrained: str | None = field(
+        default=None,
+        metadata={"help": "pipeline folder or hub id to fine-tune; unset = the shipped shapes base model"},
+    )
+    rewards: str | None = field(
+        default=None,
+        metadata={"help": "folder with one reward model per aspect; unset = the shipped itercomp/weights/rewards"},
+    )
+    prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "prompt file (.txt one per line, or .jsonl with 'prompt'); unset = shapes-world train prompts"
+        },
+    )
+    prompts_per_aspect: int = field(
+        default=500, metadata={"help": "shapes-world train prompts per reward aspect when no prompt file is given"}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prompts_per_aspect < 1:
+            raise ItercompError(f"prompts_per_aspect must be >= 1, got {self.prompts_per_aspect}")

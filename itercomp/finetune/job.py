@@ -1,0 +1,96 @@
+"""What the recipe and `itercomp finetune` load before calling finetune(): the pipeline, the reward models and
+the prompts, with errors that say what is missing and how to get it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from itercomp.errors import ItercompError
+from itercomp.finetune.config import FeedbackRunConfig
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+SHIPPED_BASE = WEIGHTS / "base"
+SHIPPED_REWARDS = WEIGHTS / "rewards"
+
+
+def load_pipeline(path: str | None):
+    """A pipeline folder (ShapesDiTPipeline or any diffusers pipeline) or a hub id; unset = the shipped base."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    import itercomp.models.dit  # noqa: F401  (diffusers loads CompositionDiT only from an imported module)
+    from itercomp.models.pipeline import ShapesDiTPipeline
+
+    if path is None:
+        if not (SHIPPED_BASE / "model_index.json").is_file():
+            raise ItercompError(
+                f"no shipped base model at {SHIPPED_BASE}; train it with 'itercomp pretrain' "
+                "or pass --pretrained PATH (a pipeline folder or hub id)"
+            )
+        path = str(SHIPPED_BASE)
+    folder = Path(path)
+    if folder.is_dir():
+        index = folder / "model_index.json"
+        if not index.is_file():
+            raise ItercompError(
+                f"{folder} is not a pipeline folder (no model_index.json); save one with save_pretrained"
+            )
+        if json.loads(index.read_text()).get("_class_name") == ShapesDiTPipeline.__name__:
+            return ShapesDiTPipeline.from_pretrained(folder)
+    elif path.startswith(("/", ".", "~")):
+        raise ItercompError(f"pretrained={path}: no such folder; give a pipeline folder or a hub id")
+    try:  # fp32 master weights; mixed_precision autocasts the compute
+        return DiffusionPipeline.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ItercompError(
+            f"could not load a pipeline from {path!r} ({first}); give a pipeline folder or hub id"
+        ) from None
+
+
+def load_rewards(path: str | None, weights: dict[str, float]):
+    """The reward models of the aspects with a non-zero weight (the others would cost time and add nothing)."""
+    from reward_models.ensemble import RewardEnsemble
+
+    return RewardEnsemble.from_pretrained(path or SHIPPED_REWARDS, aspects=[a for a, w in weights.items() if w])
+
+
+def load_prompts(config: FeedbackRunConfig) -> list[str]:
+    """--prompts FILE (.txt one per line, or .jsonl rows with "prompt"), else shapes-world train prompts of each
+    weighted reward aspect (test prompts are never used for fine-tuning)."""
+    if config.prompts:
+        path = Path(config.prompts)
+        if not path.is_file():
+            raise ItercompError(f"prompts file not found: {path}")
+        if path.suffix == ".jsonl":
+            from itercomp.io import read_jsonl
+
+            rows = read_jsonl(path)
+            bad = next((k for k, row in enumerate(rows, 1) if not isinstance(row.get("prompt"), str)), None)
+            if bad is not None:
+                raise ItercompError(f"{path}:{bad} has no string 'prompt' field")
+            prompts = [row["prompt"] for row in rows]
+        else:
+            prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ItercompError(f"{path} holds no prompts")
+        return prompts
+    from itercomp.world import ASPECTS, generate_prompts
+
+    aspects = [a for a, w in config.reward_weights.items() if w and a in ASPECTS]
+    if not aspects:
+        raise ItercompError(
+            f"no shapes-world aspect among reward_weights {sorted(config.reward_weights)}; pass --prompts FILE"
+        )
+    return [p for a in aspects for p in generate_prompts(a, "train", config.prompts_per_aspect, seed=config.seed)]
+
+
+def run(config: FeedbackRunConfig, accelerator=None) -> dict:
+    """Load the pipeline, the reward models and the prompts, then fine-tune (what `itercomp finetune` runs)."""
+    from itercomp.finetune.trainer import finetune
+
+    pipe = load_pipeline(config.pretrained)
+    rewards = load_rewards(config.rewards, config.reward_weights)
+    prompts = load_prompts(config)
+    return finetune(pipe, rewards, prompts, config, accelerator=accelerator)

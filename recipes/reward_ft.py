@@ -1,0 +1,45 @@
+"""Reward-feedback fine-tuning of a text-to-image model with the three composition reward models (IterComp's ReFL).
+
+    accelerate launch recipes/reward_ft.py --config recipes/configs/reward_ft_shapes.yaml [--field value ...]
+    accelerate launch --multi_gpu --num_processes 8 recipes/reward_ft.py --config recipes/configs/reward_ft_sdxl.yaml
+    python recipes/reward_ft.py --config FILE          # one process
+    itercomp finetune --config FILE                    # the same, in-process
+
+Every field of itercomp.finetune.config.FeedbackRunConfig is a YAML key and a `--field value` flag. Writes
+<output_dir>/pipeline (the fine-tuned pipeline), lora/ (LoRA runs), metrics.json and feedback_config.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from itercomp.config import load_config
+from itercomp.errors import ItercompError
+from itercomp.finetune.config import FeedbackRunConfig
+from itercomp.finetune.job import load_pipeline, load_prompts, load_rewards
+
+
+def main(argv: list[str] | None = None) -> int:
+    from accelerate import Accelerator
+
+    from itercomp.finetune.trainer import finetune
+
+    try:
+        config = load_config(FeedbackRunConfig, argv, description=__doc__)
+        accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+        # 1. the model to fine-tune: the shipped shapes base model unless --pretrained names another pipeline
+        pipe = load_pipeline(config.pretrained)
+        # 2. the reward models of the weighted aspects, behind one differentiable call
+        rewards = load_rewards(config.rewards, config.reward_weights)
+        # 3. the prompts: --prompts FILE, or the shapes world's train split for each weighted aspect
+        prompts = load_prompts(config)
+        # 4. sample, score, step; writes output_dir/{pipeline, metrics.json, feedback_config.yaml}
+        finetune(pipe, rewards, prompts, config, accelerator=accelerator)
+    except ItercompError as e:
+        sys.stderr.write(f"reward_ft: error: {e}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
