@@ -11,6 +11,7 @@ from itercomp.errors import ItercompError
 GROUPS = [
     ("world", "itercomp.commands.world", "the shapes world: prompts, ground-truth samples, oracle scoring"),
     ("annotate", "itercomp.commands.annotate", "the ranking app: serve, users, simulated annotators, stats, export"),
+    ("pretrain", "itercomp.commands.pretrain", "train the shapes world's language model and base DiTs, then evaluate"),
     ("gallery", "itercomp.commands.gallery", "the model gallery: render prompts with many generators"),
     (
         "rewards",

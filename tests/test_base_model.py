@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from itercomp.models.dit import CompositionDiT
@@ -62,3 +63,94 @@ def test_deep_fusion_refuses_mismatched_depth():
     hidden_states, mask = encode(lm, tokenizer, ["a red circle and a blue square"])
     with pytest.raises(ValueError, match="num_layers=2"):
         dit(torch.randn(1, 3, 32, 32), torch.tensor([1.0]), hidden_states, mask)
+
+
+def _tiny_run_config(tmp_path, **overrides):
+    from itercomp.models.config import PretrainConfig as Config
+
+    settings = dict(
+        output_dir=str(tmp_path / "run"),
+        num_images=40,
+        lm_hidden_size=32,
+        lm_layers=2,
+        lm_heads=2,
+        lm_intermediate_size=64,
+        lm_steps=2,
+        lm_batch_size=8,
+        hidden_size=32,
+        num_heads=2,
+        stem_channels=8,
+        steps=3,
+        batch_size=4,
+        warmup_steps=1,
+        checkpoint_every=2,
+        eval_prompts=1,
+        num_inference_steps=2,
+    )
+    return Config(**{**settings, **overrides})
+
+
+def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
+    from itercomp.models import pretrain
+
+    cfg = _tiny_run_config(tmp_path)
+    result = pretrain.run_pretrain(cfg)
+    run = tmp_path / "run"
+    assert set(result["members"]) == {"base", "pooled", "last_layer"}
+    assert set(result["eval"]["base"]) == {
+        "attribute_binding",
+        "spatial_relationship",
+        "non_spatial_relationship",
+        "complex",
+    }
+    assert {"data", "language_model", "dit_deep_fusion", "evaluation"} <= set(result["timings"])
+    history = (run / "dit_pooled" / "history.json").read_text()
+
+    # A second run finds every stage done and trains nothing.
+    monkeypatch.setattr(pretrain, "train_dit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    pretrain.run_pretrain(cfg)
+    assert (run / "dit_pooled" / "history.json").read_text() == history
+
+    exported = pretrain.export_weights(run, tmp_path / "weights")
+    assert sorted(p.name for p in exported) == ["base", "last_layer", "pooled"]
+    assert (tmp_path / "weights" / "base" / "text_encoder").is_symlink()
+    shipped = pretrain.load_member(tmp_path / "weights" / "base")
+    original = pretrain.load_member(run / "members" / "base")
+    assert shipped.transformer.dtype == torch.float32  # fp16 on disk, fp32 in memory
+    kwargs = dict(num_inference_steps=2, guidance_scale=2.0, output_type="np")
+    a = shipped(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images
+    b = original(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # fp16 storage rounding only
+
+
+def test_dit_training_resumes_from_its_checkpoint(tmp_path):
+    from itercomp.models import pretrain
+
+    cfg = _tiny_run_config(tmp_path, steps=4)
+    images = np.zeros((8, 32, 32, 3), np.uint8)
+    prompts = ["a red circle above a blue square"] * 8
+    tokenizer, lm = pretrain.train_language_model(cfg, prompts, tmp_path / "lm")
+    full = pretrain.train_dit(cfg, "deep_fusion", tokenizer, lm, images, prompts, tmp_path / "full")
+    half = _tiny_run_config(tmp_path, steps=4, checkpoint_every=2)
+    (tmp_path / "half").mkdir()
+    # Stop after the step-2 checkpoint (as a kill would), then resume to the end.
+    import torch as _torch
+
+    state_steps = []
+    original_save = _torch.save
+
+    def save_then_stop(obj, path, *a, **k):
+        original_save(obj, path, *a, **k)
+        state_steps.append(obj["step"])
+        if obj["step"] == 2:
+            raise KeyboardInterrupt
+
+    _torch.save = save_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain.train_dit(half, "deep_fusion", tokenizer, lm, images, prompts, tmp_path / "half")
+    finally:
+        _torch.save = original_save
+    resumed = pretrain.train_dit(half, "deep_fusion", tokenizer, lm, images, prompts, tmp_path / "half")
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -12,7 +12,6 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,10 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from itercomp.errors import ItercompError
 from itercomp.io import write_json
+from itercomp.models.config import MEMBER_NAMES, PretrainConfig
 from itercomp.models.data import mirror_prompt
-from itercomp.models.dit import CONDITIONINGS, CompositionDiT
+from itercomp.models.dit import CompositionDiT
 from itercomp.models.language import (
-    LanguageModelConfig,
     build_language_model,
     build_tokenizer,
     encode,
@@ -37,57 +36,6 @@ from itercomp.models.pipeline import ShapesDiTPipeline
 from itercomp.models.training import ema_decay, ema_update, flow_interpolate, flow_loss, sample_timesteps
 
 logger = logging.getLogger(__name__)
-# The shipped names of the three conditionings (gallery members).
-MEMBER_NAMES = {"deep_fusion": "base", "pooled": "pooled", "last_layer": "last_layer"}
-
-
-@dataclass
-class PretrainConfig:
-    output_dir: str = field(default="runs/pretrain", metadata={"help": "where every stage writes its output"})
-    seed: int = 0
-    num_images: int = field(default=60_000, metadata={"help": "ground-truth training renders (train split)"})
-    canvas: int = 32
-    # language model
-    lm: LanguageModelConfig = field(default_factory=LanguageModelConfig)
-    lm_steps: int = 1500
-    lm_batch_size: int = 128
-    lm_lr: float = 3e-3
-    # DiT trunk, identical for the three conditionings
-    conditionings: tuple[str, ...] = CONDITIONINGS
-    hidden_size: int = 128
-    num_heads: int = 4
-    patch_size: int = 4
-    mlp_ratio: float = 3.0
-    stem_channels: int = 32
-    prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
-    # DiT optimisation
-    steps: int = field(default=6000, metadata={"help": "optimizer steps per DiT"})
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup_steps: int = 300
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_max_decay: float = 0.999
-    caption_dropout: float = field(default=0.1, metadata={"help": "share of empty prompts, for guidance"})
-    timestep_mean: float = 0.0
-    timestep_std: float = 1.0
-    mirror: bool = field(default=True, metadata={"help": "flip images left-right and swap left/right words"})
-    checkpoint_every: int = 500
-    eval_every: int = 0
-    # sampling and evaluation
-    num_inference_steps: int = 20
-    guidance_scale: float = 3.0
-    shift: float = 1.0
-
-    def __post_init__(self):
-        unknown = [c for c in self.conditionings if c not in CONDITIONINGS]
-        if unknown:
-            raise ItercompError(f"unknown conditioning {unknown}; choose from {', '.join(CONDITIONINGS)}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ItercompError("--steps and --batch-size must be >= 1")
-        if isinstance(self.lm, dict):
-            self.lm = LanguageModelConfig(**self.lm)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -181,12 +129,13 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
         f"DiT[{conditioning}]: {params / 1e6:.2f}M parameters, {len(images)} images, batch {cfg.batch_size}, "
         f"steps {start}->{cfg.steps} ({cfg.batch_size * cfg.steps / len(images):.1f} epochs)"
     )
-    generator = torch.Generator().manual_seed(cfg.seed)
     pixels = to_pixels(images)
     bar = tqdm(range(start, cfg.steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.steps)
     started = time.perf_counter()
     for step in bar:
-        rng = np.random.default_rng([cfg.seed, step])  # per-step stream: resuming replays the same batches
+        # Per-step streams: a resumed run draws exactly the batches, timesteps and noise of an uninterrupted one.
+        rng = np.random.default_rng([cfg.seed, step])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         idx = rng.integers(len(pixels), size=cfg.batch_size)
         x0 = pixels[idx]
         texts = [prompts[i] for i in idx]
@@ -235,3 +184,107 @@ def save_member(pipe: ShapesDiTPipeline, out: Path) -> None:
     (tmp / "done").touch()
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
+
+
+# ---- the whole run -------------------------------------------------------------------------------------------
+
+
+def load_member(path: Path) -> ShapesDiTPipeline:
+    return ShapesDiTPipeline.from_pretrained(path, torch_dtype=torch.float32)
+
+
+def evaluate_members(cfg: PretrainConfig, members: dict[str, Path], out: Path) -> dict:
+    """Oracle accuracy per aspect on `eval_prompts` test prompts per aspect x `eval_seeds` seeds, per member."""
+    from itercomp.models.evaluate import evaluate_pipeline, evaluation_prompts
+
+    if out.is_file():
+        return json.loads(out.read_text())
+    prompts = evaluation_prompts(cfg.eval_prompts, "test")
+    results = {}
+    for name, path in members.items():
+        started = time.perf_counter()
+        result = evaluate_pipeline(
+            load_member(path),
+            prompts,
+            seeds=range(cfg.eval_seeds),
+            num_inference_steps=cfg.num_inference_steps,
+            guidance_scale=cfg.guidance_scale,
+        )
+        results[name] = {**result["summary"], "seconds": round(time.perf_counter() - started, 1)}
+        print(f"{name}: " + ", ".join(f"{a} {v['accuracy']:.3f}" for a, v in result["summary"].items()))
+    write_json(out, results)
+    return results
+
+
+def run_pretrain(cfg: PretrainConfig) -> dict:
+    """data -> language model -> one DiT per conditioning -> test evaluation; each finished stage is skipped."""
+    from itercomp.config import save_config
+    from itercomp.models.data import load_or_render
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "config.yaml")
+    timings_path = root / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+
+    def timed(stage: str, fn):
+        started = time.perf_counter()
+        result = fn()
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - started
+        write_json(timings_path, timings)
+        return result
+
+    images, prompts = timed("data", lambda: load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas))
+    tokenizer, lm = timed("language_model", lambda: train_language_model(cfg, prompts, root / "lm"))
+    members = {}
+    for conditioning in cfg.conditionings:
+        name = MEMBER_NAMES[conditioning]
+        members[name] = root / "members" / name
+        if (members[name] / "done").is_file():
+            continue
+
+        def stage(conditioning=conditioning, name=name):
+            out = root / f"dit_{conditioning}"
+            out.mkdir(parents=True, exist_ok=True)
+            ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out)
+            save_member(make_pipeline(tokenizer, lm, ema, cfg), members[name])
+
+        timed(f"dit_{conditioning}", stage)
+    results = timed("evaluation", lambda: evaluate_members(cfg, members, root / "eval_test.json"))
+    training = sum(v for k, v in timings.items() if k != "evaluation")
+    print(f"pretraining took {training / 60:.1f} min (+ {timings.get('evaluation', 0) / 60:.1f} min evaluation)")
+    return {"members": {k: str(v) for k, v in members.items()}, "eval": results, "timings": timings}
+
+
+def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
+    """Copy a pretraining run's members into `dest` for shipping: the language model and tokenizer once under
+    `dest/lm`, each member's DiT and scheduler under `dest/<member>` with relative symlinks to the shared LM (the
+    members share it, so shipping three copies would triple the weights), DiT weights stored as fp16."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    members = sorted(p for p in (run_dir / "members").glob("*") if (p / "done").is_file())
+    if not members:
+        raise ItercompError(f"{run_dir}/members has no finished member; run 'itercomp pretrain' first")
+    dtype = torch.float16 if fp16 else torch.float32
+    first = load_member(members[0])
+    lm_tmp = dest / "lm.tmp"
+    shutil.rmtree(lm_tmp, ignore_errors=True)
+    first.tokenizer.save_pretrained(lm_tmp / "tokenizer")
+    first.text_encoder.save_pretrained(lm_tmp / "text_encoder")  # fp32: it is read at every prompt
+    shutil.rmtree(dest / "lm", ignore_errors=True)
+    lm_tmp.rename(dest / "lm")
+    written = []
+    for path in members:
+        pipe = load_member(path)
+        tmp = dest / f"{path.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp)
+        pipe.transformer.to(dtype).save_pretrained(tmp / "transformer")
+        for part in ("tokenizer", "text_encoder"):
+            shutil.rmtree(tmp / part)
+            (tmp / part).symlink_to(Path("..") / "lm" / part)
+        shutil.rmtree(dest / path.name, ignore_errors=True)
+        tmp.rename(dest / path.name)
+        written.append(dest / path.name)
+    return written

@@ -1,0 +1,33 @@
+"""`itercomp pretrain`: train the shapes world's language model and base DiTs (deep fusion + two ablations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(parser) -> None:
+    from itercomp.config import add_config_arguments
+    from itercomp.models.config import PretrainConfig
+
+    parser.description = (
+        "Renders train-split ground truth, trains the language model, then one DiT per conditioning, and evaluates "
+        "them with the oracle on the test split. Every stage is resumable: run the same command again after a kill."
+    )
+    add_config_arguments(parser, PretrainConfig)
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="afterwards, copy the members here for shipping (fp16 DiTs, one shared LM), e.g. itercomp/weights",
+    )
+    parser.set_defaults(func=pretrain)
+
+
+def pretrain(args) -> None:
+    from itercomp.config import config_from_namespace
+    from itercomp.models.config import PretrainConfig
+    from itercomp.models.pretrain import export_weights, run_pretrain
+
+    result = run_pretrain(config_from_namespace(PretrainConfig, args))
+    if args.export:
+        for path in export_weights(Path(result["members"][next(iter(result["members"]))]).parent.parent, args.export):
+            print(f"exported {path}")

@@ -1,0 +1,84 @@
+"""The base model's pretraining config (torch-free, so the CLI builds its --help without importing torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from itercomp.errors import ItercompError
+
+CONDITIONINGS = ("deep_fusion", "last_layer", "pooled")
+# The shipped names of the three conditionings (gallery members).
+MEMBER_NAMES = {"deep_fusion": "base", "pooled": "pooled", "last_layer": "last_layer"}
+
+
+@dataclass
+class PretrainConfig:
+    """`itercomp pretrain`: the language model, then one DiT per conditioning, on ground-truth train renders."""
+
+    output_dir: str = field(default="runs/pretrain", metadata={"help": "where every stage writes its output"})
+    seed: int = field(default=0, metadata={"help": "seed of data, initialisation and batches"})
+    num_images: int = field(default=60_000, metadata={"help": "ground-truth training renders (train split)"})
+    canvas: int = field(default=32, metadata={"help": "image size in pixels"})
+    # language model (a tiny Llama; the DiT gets one block per LM layer)
+    lm_hidden_size: int = field(default=128, metadata={"help": "language model width"})
+    lm_layers: int = field(default=6, metadata={"help": "language model layers (= DiT blocks)"})
+    lm_heads: int = field(default=4, metadata={"help": "language model attention heads"})
+    lm_intermediate_size: int = field(default=384, metadata={"help": "language model MLP width"})
+    lm_steps: int = field(default=300, metadata={"help": "next-token-prediction steps on train captions"})
+    lm_batch_size: int = field(default=128, metadata={"help": "captions per language-model step"})
+    lm_lr: float = field(default=3e-3, metadata={"help": "language model peak learning rate (cosine)"})
+    # DiT trunk, identical for the three conditionings
+    conditionings: tuple[str, ...] = field(
+        default=CONDITIONINGS, metadata={"help": f"which DiTs to train: {', '.join(CONDITIONINGS)}"}
+    )
+    hidden_size: int = field(default=128, metadata={"help": "DiT width"})
+    num_heads: int = field(default=4, metadata={"help": "DiT attention heads"})
+    patch_size: int = field(default=4, metadata={"help": "pixels per patch side (32 px / 4 = an 8 x 8 token grid)"})
+    mlp_ratio: float = field(default=3.0, metadata={"help": "DiT MLP width / hidden size"})
+    stem_channels: int = field(default=32, metadata={"help": "channels of the full-resolution conv stem and head"})
+    prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
+    # DiT optimisation
+    steps: int = field(default=1500, metadata={"help": "optimizer steps per DiT"})
+    batch_size: int = field(default=128, metadata={"help": "images per DiT step"})
+    lr: float = field(default=1e-3, metadata={"help": "DiT peak learning rate (warmup, then cosine)"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warmup steps"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate / peak"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
+    ema_max_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights that are shipped"})
+    caption_dropout: float = field(default=0.1, metadata={"help": "share of empty prompts, for guidance"})
+    timestep_mean: float = field(default=0.0, metadata={"help": "logit-normal timestep location"})
+    timestep_std: float = field(default=1.0, metadata={"help": "logit-normal timestep scale"})
+    mirror: bool = field(default=True, metadata={"help": "flip images left-right and swap left/right words"})
+    checkpoint_every: int = field(default=250, metadata={"help": "DiT checkpoint interval (steps); resume point"})
+    eval_every: int = field(default=0, metadata={"help": "oracle accuracy on val prompts every N steps (0: never)"})
+    # sampling and evaluation
+    num_inference_steps: int = field(default=20, metadata={"help": "sampler steps of the shipped pipelines"})
+    guidance_scale: float = field(default=3.0, metadata={"help": "classifier-free guidance of evaluation"})
+    shift: float = field(default=1.0, metadata={"help": "timestep shift of the flow-matching scheduler"})
+    eval_prompts: int = field(default=100, metadata={"help": "test prompts per aspect in the final evaluation"})
+    eval_seeds: int = field(default=1, metadata={"help": "seeds per test prompt in the final evaluation"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+
+    def __post_init__(self):
+        unknown = [c for c in self.conditionings if c not in CONDITIONINGS]
+        if unknown:
+            raise ItercompError(f"unknown conditioning {unknown}; choose from {', '.join(CONDITIONINGS)}")
+        for name in ("steps", "batch_size", "num_images", "lm_steps", "eval_prompts", "eval_seeds"):
+            if getattr(self, name) < 1:
+                raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prediction_type not in ("sample", "velocity"):
+            raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
+        if self.canvas % self.patch_size:
+            raise ItercompError(f"canvas={self.canvas} must be a multiple of patch_size={self.patch_size}")
+
+    @property
+    def lm(self):
+        from itercomp.models.language import LanguageModelConfig
+
+        return LanguageModelConfig(
+            hidden_size=self.lm_hidden_size,
+            num_layers=self.lm_layers,
+            num_heads=self.lm_heads,
+            intermediate_size=self.lm_intermediate_size,
+        )
