@@ -370,6 +370,21 @@ def test_human_mode_stops_with_the_serve_command_and_picks_up(world, tmp_path):
     assert rankings["annotators"] == "human" and rankings["fresh_rankings"] == rankings["tasks"] == 9
 
 
+def test_waiting_for_human_rankings_polls_until_the_target_or_gives_up():
+    from itercomp.loop.human import WaitingForRankings, needed, wait_for_rankings
+
+    counts = iter([1, 2, 4, 5])
+    progress = {"round": 1, "tasks": 5, "overlap": 1, "target": 5}
+    poll = lambda: {**progress, "towards_target": next(counts)}  # noqa: E731
+    got = wait_for_rankings(poll, 4, minutes=1.0, message=lambda p: "", poll_seconds=0.0)
+    assert got["towards_target"] == 4
+    with pytest.raises(WaitingForRankings, match="only 0"):
+        wait_for_rankings(lambda: {**progress, "towards_target": 0}, 4, 1e-4, lambda p: "only 0", poll_seconds=0.01)
+    assert needed({**progress, "towards_target": 0}, None) == 5
+    with pytest.raises(ItercompError, match="lower it or raise --overlap"):
+        needed({**progress, "towards_target": 0}, 6)
+
+
 def test_cli_refuses_an_existing_run_without_resume(tmp_path, capsys):
     from itercomp.cli import main
 

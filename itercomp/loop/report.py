@@ -133,9 +133,9 @@ def write_grids(layout: RunLayout, report: dict, n_prompts: int, seed: int) -> l
                 images.append(np.asarray(Image.open(path).convert("RGB")))
                 mark = "correct" if verdict.get("correct") else "wrong"
                 caption = f"r{k} {mark} {verdict.get('score', float('nan')):.2f}"
-                captions.append(f"{row['prompt']} | {caption}" if column == 0 else caption)
+                captions.append(f"{caption}: {row['prompt']}" if column == 0 else caption)
         grid = make_grid(
-            images, captions, columns=len(rounds), caption_lines=5,
+            images, captions, columns=len(rounds), caption_lines=6,
             title=f"{SHORT[aspect]}: rounds {rounds[0]}..{rounds[-1]}, seed {seed}",
         )  # fmt: skip
         path = layout.grids / f"{aspect}.png"
