@@ -41,7 +41,7 @@ KINDS = (
     "sana",
 )
 # Text lengths the tiny tokenizers support (gallery.tiny.TINY_CALL).
-SEQUENCE = {"stable_diffusion_3": 16, "flux": 16, "sana": 32}
+SEQUENCE = {"stable_diffusion_3": 16, "flux": 16, "flux_guidance": 16, "sana": 32}
 
 
 def shapes_pipeline(prediction_type: str = "sample"):
@@ -65,6 +65,12 @@ def tiny(kind: str):
 
         pipe = build_tiny_pipeline("stable_diffusion")
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="v_prediction")
+        return pipe
+    if kind == "flux_guidance":  # a guidance-distilled Flux (FLUX.1-dev style): guidance is an input embedding
+        from diffusers import FluxTransformer2DModel
+
+        pipe = build_tiny_pipeline("flux")
+        pipe.transformer = FluxTransformer2DModel.from_config(pipe.transformer.config, guidance_embeds=True)
         return pipe
     return build_tiny_pipeline(kind)
 
@@ -191,7 +197,7 @@ def test_unsupported_pipeline_is_a_clear_error():
 # ---- the adapters reproduce each pipeline's own sampling ---------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", (*KINDS, "flux_guidance"))
 def test_adapter_sampling_matches_the_pipeline(kind):
     """The adapter's full chain (x0 at the last step, decoded) gives the pipeline's own images: encoding,
     noise, schedule, guidance, x0 and decoding are those of the real sampler."""
@@ -200,7 +206,7 @@ def test_adapter_sampling_matches_the_pipeline(kind):
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval()  # the tiny text encoders have dropout
-    guidance = 1.0 if kind == "flux" else 2.0
+    guidance = {"flux": 1.0, "flux_guidance": 3.5}.get(kind, 2.0)  # Flux without an embedding: true CFG only
     adapter = make_adapter(pipe, None if kind.startswith("shapes") else 32, SEQUENCE.get(kind))
     call = {} if kind.startswith("shapes") else {"height": 32, "width": 32}
     if kind in SEQUENCE:
@@ -236,7 +242,9 @@ def test_finetune_changes_the_denoiser_only(kind, tmp_path):
     frozen = {name: snapshot(m) for name, m in adapter.frozen_modules().items()}
     assert frozen, "a pipeline with no frozen part"
     mode = {"flux": "draft", "sana": "alignprop"}.get(kind, "refl")  # every window on some family
-    metrics = finetune(pipe, channel_reward, PROMPTS, config(tmp_path, kind, grad_mode=mode, draft_k=2))
+    checkpointing = kind in ("shapes_velocity", "sd_v_prediction", "flux")  # and recomputed activations on some
+    cfg = config(tmp_path, kind, grad_mode=mode, draft_k=2, gradient_checkpointing=checkpointing)
+    metrics = finetune(pipe, channel_reward, PROMPTS, cfg)
 
     assert metrics["steps"] == 2 and metrics["skipped_steps"] == 0
     assert all(np.isfinite(h["loss"]) for h in metrics["history"])

@@ -208,7 +208,8 @@ class ShapesAdapter(FeedbackAdapter):
     def pretrain_loss(self, images, prompts, generator):
         x0 = _to_pixels(images.to(self.device, self.dtype))
         if self.pipe.vae is not None:
-            x0 = self.pipe.vae.encode(x0).latent_dist.sample(generator) * self.pipe.vae.config.scaling_factor
+            with torch.no_grad():
+                x0 = self.pipe.vae.encode(x0).latent_dist.sample(generator) * self.pipe.vae.config.scaling_factor
         cond = self.encode(prompts, guidance=False)
         t = _logit_normal(x0.shape[0], generator, self.device)
         noise = self._noise(x0.shape, generator)
@@ -436,6 +437,7 @@ class FluxAdapter(FlowAdapter):
         self._latent_size = 2 * (self.resolution // (pipe.vae_scale_factor * 2))
         half = self._latent_size // 2
         self._image_ids = pipe._prepare_latent_image_ids(1, half, half, self.device, self.dtype)
+        self._guidance = 1.0  # the embedded guidance of the last prediction; the regulariser reuses it
 
     @property
     def embedded_guidance(self) -> bool:
@@ -483,8 +485,6 @@ class FluxAdapter(FlowAdapter):
             self._guidance = guidance_scale
             return self.denoise(latents, i, cond.positive())
         return super().predict(latents, i, cond, guidance_scale)
-
-    _guidance = 1.0  # the embedded guidance of the last prediction; the regulariser reuses it
 
     def _forward(self, latents, timestep, cond):
         guidance = None
