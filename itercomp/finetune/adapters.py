@@ -19,6 +19,7 @@ the accelerate-wrapped denoiser so that data-parallel gradients synchronise.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,7 @@ def _logit_normal(batch: int, generator: torch.Generator, device) -> torch.Tenso
     return sample_timesteps(batch, generator).to(device)
 
 
-class FeedbackAdapter:
+class FeedbackAdapter(ABC):
     """The base of every family; subclasses fill in encode / initial_latents / denoise / step / x0 / decode /
     pretrain_loss. Classifier-free guidance is shared: one model call on [latents; latents] with the
     [prompts; null prompts] conditioning."""
@@ -139,23 +140,29 @@ class FeedbackAdapter:
     def step(self, output: torch.Tensor, i: int, latents: torch.Tensor) -> torch.Tensor:
         return self.scheduler.step(output, self.timesteps[i], latents, return_dict=False)[0]
 
+    @abstractmethod
     def initial_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
-        raise NotImplementedError
+        """Noise for len(generators) images, one generator each, scaled as the scheduler starts."""
 
+    @abstractmethod
     def encode(self, prompts: list[str], guidance: bool) -> Conditioning:
-        raise NotImplementedError
+        """Run the text encoders once (no gradient); with `guidance` the null prompts follow the prompts."""
 
+    @abstractmethod
     def denoise(self, latents: torch.Tensor, i: int, cond: Conditioning) -> torch.Tensor:
-        raise NotImplementedError
+        """One call of `self.model` at sampling step i, in the model's own parameterisation."""
 
+    @abstractmethod
     def x0(self, latents: torch.Tensor, output: torch.Tensor, i: int) -> torch.Tensor:
-        raise NotImplementedError
+        """The clean-latent estimate at step i from the (guided) output."""
 
+    @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Latents to images B x 3 x H x W in [0, 1], differentiable."""
 
+    @abstractmethod
     def pretrain_loss(self, images: torch.Tensor, prompts: list[str], generator: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
+        """The family's denoising loss on (image in [0, 1], prompt) pairs: the regulariser."""
 
     def _noise(self, shape, generator) -> torch.Tensor:
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
@@ -358,8 +365,9 @@ class FlowAdapter(FeedbackAdapter):
     def _model_timestep(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         return t.expand(batch)
 
+    @abstractmethod
     def _forward(self, latents, timestep, cond):
-        raise NotImplementedError
+        """The transformer call with a model-ready timestep."""
 
     def denoise(self, latents, i, cond):
         return self._forward(latents, self._model_timestep(self.timesteps[i], latents.shape[0]), cond)
