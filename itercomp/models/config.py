@@ -37,6 +37,9 @@ class PretrainConfig:
     mlp_ratio: float = field(default=3.0, metadata={"help": "DiT MLP width / hidden size"})
     stem_channels: int = field(default=32, metadata={"help": "channels of the full-resolution conv stem and head"})
     prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
+    loss_space: str = field(
+        default="x0", metadata={"help": "'x0' (weights high noise: layout) or 'velocity' (weights fine detail)"}
+    )
     # DiT optimisation
     steps: int = field(default=1500, metadata={"help": "optimizer steps per DiT"})
     batch_size: int = field(default=128, metadata={"help": "images per DiT step"})
@@ -69,6 +72,8 @@ class PretrainConfig:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.prediction_type not in ("sample", "velocity"):
             raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
+        if self.loss_space not in ("x0", "velocity"):
+            raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0' or 'velocity'")
         if self.canvas % self.patch_size:
             raise ItercompError(f"canvas={self.canvas} must be a multiple of patch_size={self.patch_size}")
 

@@ -123,10 +123,13 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
         c, d, p = stem_channels, hidden_size, patch_size
         self.grid = sample_size // p
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU()
+        # stem_channels=0: plain linear patch embedding and output (JiT-style, no full-resolution convolutions).
+        self.stem = (
+            nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1), nn.SiLU())
+            if c
+            else nn.Identity()
         )
-        self.patchify = nn.Conv2d(c, d, p, stride=p)
+        self.patchify = nn.Conv2d(c or in_channels, d, p, stride=p)
         self.pos = nn.Parameter(sincos_2d(self.grid, d)[None])
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         if conditioning == "pooled":
@@ -138,9 +141,13 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(Block(d, num_heads, text_dim, mlp_ratio, attend) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
-        self.unpatchify = nn.Linear(d, p * p * c)
-        self.head = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
-        for module in (self.final_ada, self.head[-1]):
+        self.unpatchify = nn.Linear(d, p * p * (c or in_channels))
+        self.head = (
+            nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
+            if c
+            else None
+        )
+        for module in (self.final_ada, self.head[-1] if c else self.unpatchify):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 
@@ -184,4 +191,4 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         x = self.unpatchify(modulate(self.final_norm(x), shift, scale))
         c = stem.shape[1]
         x = x.view(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
-        return self.head(torch.cat([x, stem], dim=1))
+        return x if self.head is None else self.head(torch.cat([x, stem], dim=1))

@@ -13,6 +13,9 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+# model_index.json names the transformer's library `itercomp.models.dit`; diffusers can only load it once the
+# module is imported, so importing the pipeline must import it.
+import itercomp.models.dit  # noqa: F401
 from itercomp.models.language import tokenize
 from itercomp.models.training import output_to_velocity
 
@@ -59,7 +62,7 @@ class ShapesDiTPipeline(DiffusionPipeline):
         model_input = torch.cat([latents, latents]) if guided else latents
         out = self.transformer(model_input, t.expand(model_input.shape[0]), hidden_states, mask)
         sigma = t / self.scheduler.config.num_train_timesteps
-        v = output_to_velocity(out, model_input, sigma, self.transformer.config.prediction_type)
+        v = output_to_velocity(out, model_input, sigma, self.transformer.config.prediction_type, min_sigma=1e-6)
         if guided:
             v_cond, v_null = v.chunk(2)
             v = v_null + guidance_scale * (v_cond - v_null)

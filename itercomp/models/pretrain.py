@@ -111,6 +111,7 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
 
 def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval_fn=None) -> CompositionDiT:
     """Train one DiT with the given conditioning; resumes from `out/checkpoint.pt`; returns the EMA model."""
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, conditioning, lm)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -148,7 +149,7 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
         t = sample_timesteps(cfg.batch_size, generator, cfg.timestep_mean, cfg.timestep_std)
         noise = torch.randn(x0.shape, generator=generator)
         output = model(flow_interpolate(x0, noise, t), t * 1000, hidden_states, mask)
-        loss = flow_loss(output, x0, noise, t, cfg.prediction_type)
+        loss = flow_loss(output, x0, noise, t, cfg.prediction_type, cfg.loss_space)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()
@@ -190,7 +191,7 @@ def save_member(pipe: ShapesDiTPipeline, out: Path) -> None:
 
 
 def load_member(path: Path) -> ShapesDiTPipeline:
-    return ShapesDiTPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    return ShapesDiTPipeline.from_pretrained(path, dtype=torch.float32)
 
 
 def evaluate_members(cfg: PretrainConfig, members: dict[str, Path], out: Path) -> dict:
@@ -246,9 +247,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
             continue
 
         def stage(conditioning=conditioning, name=name):
-            out = root / f"dit_{conditioning}"
-            out.mkdir(parents=True, exist_ok=True)
-            ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out)
+            ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}")
             save_member(make_pipeline(tokenizer, lm, ema, cfg), members[name])
 
         timed(f"dit_{conditioning}", stage)

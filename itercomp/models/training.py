@@ -35,12 +35,16 @@ def predict_x0(x_t: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor) -
 MIN_SIGMA = 0.05
 
 
-def output_to_velocity(output, x_t, sigma, prediction_type: str) -> torch.Tensor:
-    """The flow velocity from a model output that is either the velocity itself or the clean sample x0."""
+def output_to_velocity(output, x_t, sigma, prediction_type: str, min_sigma: float = MIN_SIGMA) -> torch.Tensor:
+    """The flow velocity from a model output that is either the velocity itself or the clean sample x0.
+
+    Training clips sigma at MIN_SIGMA (the loss weight 1/sigma^2 would explode); a sampler passes a tiny
+    `min_sigma`, since an Euler step from sigma to sigma' with the exact velocity lands on the interpolation
+    between x_t and x0 whatever sigma is."""
     if prediction_type == "velocity":
         return output
     if prediction_type == "sample":
-        return (x_t - output) / _per_sample(sigma, x_t).clamp(min=MIN_SIGMA)
+        return (x_t - output) / _per_sample(sigma, x_t).clamp(min=min_sigma)
     raise ValueError(f"prediction_type={prediction_type!r}; expected 'velocity' or 'sample'")
 
 
@@ -51,11 +55,20 @@ def output_to_x0(output, x_t, sigma, prediction_type: str) -> torch.Tensor:
     return predict_x0(x_t, output, sigma)
 
 
-def flow_loss(output, x0, noise, t, prediction_type: str) -> torch.Tensor:
-    """Rectified-flow loss in velocity space whatever the model predicts (x-prediction + v-loss, as JiT)."""
+def flow_loss(output, x0, noise, t, prediction_type: str, space: str = "velocity") -> torch.Tensor:
+    """Rectified-flow loss measured in velocity space (as SD3; with x-prediction, as JiT) or in x0 space.
+
+    The two differ only in how they weight noise levels: the velocity error of an x0 prediction is its x0 error
+    over t, so velocity space stresses low noise (fine detail) and x0 space high noise, where the layout and the
+    binding of colours to shapes are decided.
+    """
     x_t = flow_interpolate(x0, noise, t)
-    velocity = output_to_velocity(output, x_t, t, prediction_type)
-    return torch.nn.functional.mse_loss(velocity, flow_target(x0, noise))
+    if space == "x0":
+        return torch.nn.functional.mse_loss(output_to_x0(output, x_t, t, prediction_type), x0)
+    if space == "velocity":
+        velocity = output_to_velocity(output, x_t, t, prediction_type)
+        return torch.nn.functional.mse_loss(velocity, flow_target(x0, noise))
+    raise ValueError(f"loss space {space!r}; expected 'velocity' or 'x0'")
 
 
 @torch.no_grad()
