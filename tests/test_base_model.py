@@ -86,6 +86,7 @@ def _tiny_run_config(tmp_path, **overrides):
         checkpoint_every=2,
         eval_prompts=1,
         num_inference_steps=2,
+        parallel=1,
     )
     return Config(**{**settings, **overrides})
 
@@ -116,11 +117,22 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     assert (tmp_path / "weights" / "base" / "text_encoder").is_symlink()
     shipped = pretrain.load_member(tmp_path / "weights" / "base")
     original = pretrain.load_member(run / "members" / "base")
-    assert shipped.transformer.dtype == torch.float32  # fp16 on disk, fp32 in memory
+    # fp16 on disk, fp32 in memory
+    assert shipped.transformer.dtype == torch.float32 and shipped.text_encoder.dtype == torch.float32
     kwargs = dict(num_inference_steps=2, guidance_scale=2.0, output_type="np")
     a = shipped(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images
     b = original(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # fp16 storage rounding only
+
+
+def test_pretrain_trains_dits_in_parallel_processes(tmp_path):
+    from itercomp.models import pretrain
+
+    cfg = _tiny_run_config(tmp_path, conditionings=("pooled", "last_layer"), parallel=2, eval_prompts=1)
+    result = pretrain.run_pretrain(cfg)
+    assert "dits_parallel" in result["timings"]
+    assert set(result["eval"]) == {"pooled", "last_layer"}
+    assert all((tmp_path / "run" / "members" / name / "done").is_file() for name in ("pooled", "last_layer"))
 
 
 def test_dit_training_resumes_from_its_checkpoint(tmp_path):

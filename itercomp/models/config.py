@@ -17,7 +17,7 @@ class PretrainConfig:
 
     output_dir: str = field(default="runs/pretrain", metadata={"help": "where every stage writes its output"})
     seed: int = field(default=0, metadata={"help": "seed of data, initialisation and batches"})
-    num_images: int = field(default=60_000, metadata={"help": "ground-truth training renders (train split)"})
+    num_images: int = field(default=40_000, metadata={"help": "ground-truth training renders (train split)"})
     canvas: int = field(default=32, metadata={"help": "image size in pixels"})
     # language model (a tiny Llama; the DiT gets one block per LM layer)
     lm_hidden_size: int = field(default=128, metadata={"help": "language model width"})
@@ -35,14 +35,16 @@ class PretrainConfig:
     num_heads: int = field(default=4, metadata={"help": "DiT attention heads"})
     patch_size: int = field(default=4, metadata={"help": "pixels per patch side (32 px / 4 = an 8 x 8 token grid)"})
     mlp_ratio: float = field(default=3.0, metadata={"help": "DiT MLP width / hidden size"})
-    stem_channels: int = field(default=32, metadata={"help": "channels of the full-resolution conv stem and head"})
+    stem_channels: int = field(
+        default=0, metadata={"help": "channels of a full-resolution conv stem and head (0: linear patches, as JiT)"}
+    )
     prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
     loss_space: str = field(
         default="x0", metadata={"help": "'x0' (weights high noise: layout) or 'velocity' (weights fine detail)"}
     )
     # DiT optimisation
-    steps: int = field(default=1500, metadata={"help": "optimizer steps per DiT"})
-    batch_size: int = field(default=128, metadata={"help": "images per DiT step"})
+    steps: int = field(default=3000, metadata={"help": "optimizer steps per DiT"})
+    batch_size: int = field(default=64, metadata={"help": "images per DiT step"})
     lr: float = field(default=1e-3, metadata={"help": "DiT peak learning rate (warmup, then cosine)"})
     warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warmup steps"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate / peak"})
@@ -62,6 +64,9 @@ class PretrainConfig:
     eval_prompts: int = field(default=100, metadata={"help": "test prompts per aspect in the final evaluation"})
     eval_seeds: int = field(default=1, metadata={"help": "seeds per test prompt in the final evaluation"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    parallel: int = field(
+        default=3, metadata={"help": "train this many DiTs at once, one single-threaded process each"}
+    )
 
     def __post_init__(self):
         unknown = [c for c in self.conditionings if c not in CONDITIONINGS]

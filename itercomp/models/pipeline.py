@@ -37,6 +37,14 @@ class ShapesDiTPipeline(DiffusionPipeline):
             tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, scheduler=scheduler, vae=vae
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """As `DiffusionPipeline.from_pretrained`, but in float32 unless a dtype is given: the shipped weights are
+        stored in float16 to keep the repository small, and CPUs compute in float32."""
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs:
+            kwargs["dtype"] = torch.float32
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     def encode_prompt(self, prompts: list[str], guidance: bool):
         """LM hidden states (embeddings + every layer) and mask; with guidance the null prompts come second."""
         texts = list(prompts) + ([""] * len(prompts) if guidance else [])

@@ -109,6 +109,43 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+class PromptStates:
+    """The frozen LM's hidden states for every training caption, computed once (fp16, padded to one length).
+
+    The LM costs as much per step as a third of the DiT step, and its output for a caption never changes, so
+    the training loop reads states from here. Only the layers the conditioning reads are kept.
+    """
+
+    def __init__(self, lm, tokenizer, texts: list[str], layers: list[int], batch_size: int = 256):
+        self.index = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+        self.layers, self.num_states = layers, lm.config.num_hidden_layers + 1
+        unique = list(self.index)
+        masks, states = [], []
+        for start in tqdm(range(0, len(unique), batch_size), desc="encode captions", unit="batch", leave=False):
+            hidden, mask = encode(lm, tokenizer, unique[start : start + batch_size])
+            masks.append(mask)
+            states.append(torch.stack([hidden[k] for k in layers], dim=1).half())
+        length = max(m.shape[1] for m in masks)
+        self.mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+        self.states = torch.cat([torch.nn.functional.pad(h, (0, 0, 0, length - h.shape[2])) for h in states])
+
+    def __call__(self, texts: list[str]) -> tuple[tuple, torch.Tensor]:
+        """(hidden states as `encode` gives them, None for layers not kept; mask), cut to the batch's length."""
+        ids = torch.tensor([self.index[t] for t in texts])
+        mask = self.mask[ids]
+        length = int(mask.sum(1).max())
+        picked = self.states[ids, :, :length].float()
+        hidden = [None] * self.num_states
+        for k, layer in enumerate(self.layers):
+            hidden[layer] = picked[:, k]
+        return tuple(hidden), mask[:, :length]
+
+
+def layers_read(conditioning: str, num_layers: int) -> list[int]:
+    """Which of the LM's hidden states (0 = embeddings) a conditioning reads."""
+    return list(range(1, num_layers + 1)) if conditioning == "deep_fusion" else [num_layers]
+
+
 def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval_fn=None) -> CompositionDiT:
     """Train one DiT with the given conditioning; resumes from `out/checkpoint.pt`; returns the EMA model."""
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +168,8 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
         f"steps {start}->{cfg.steps} ({cfg.batch_size * cfg.steps / len(images):.1f} epochs)"
     )
     pixels = to_pixels(images)
+    captions = [*prompts, *(map(mirror_prompt, prompts) if cfg.mirror else ()), ""]
+    prompt_states = PromptStates(lm, tokenizer, captions, layers_read(conditioning, lm.config.num_hidden_layers))
     bar = tqdm(range(start, cfg.steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.steps)
     started = time.perf_counter()
     for step in bar:
@@ -145,7 +184,7 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
             x0[flip] = x0[flip].flip(-1)
             texts = [mirror_prompt(t) if f else t for t, f in zip(texts, flip)]
         texts = ["" if d else t for t, d in zip(texts, rng.random(cfg.batch_size) < cfg.caption_dropout)]
-        hidden_states, mask = encode(lm, tokenizer, texts)
+        hidden_states, mask = prompt_states(texts)
         t = sample_timesteps(cfg.batch_size, generator, cfg.timestep_mean, cfg.timestep_std)
         noise = torch.randn(x0.shape, generator=generator)
         output = model(flow_interpolate(x0, noise, t), t * 1000, hidden_states, mask)
@@ -191,18 +230,18 @@ def save_member(pipe: ShapesDiTPipeline, out: Path) -> None:
 
 
 def load_member(path: Path) -> ShapesDiTPipeline:
-    return ShapesDiTPipeline.from_pretrained(path, dtype=torch.float32)
+    return ShapesDiTPipeline.from_pretrained(path)
 
 
 def evaluate_members(cfg: PretrainConfig, members: dict[str, Path], out: Path) -> dict:
     """Oracle accuracy per aspect on `eval_prompts` test prompts per aspect x `eval_seeds` seeds, per member."""
     from itercomp.models.evaluate import evaluate_pipeline, evaluation_prompts
 
-    if out.is_file():
-        return json.loads(out.read_text())
+    results = json.loads(out.read_text()) if out.is_file() else {}
     prompts = evaluation_prompts(cfg.eval_prompts, "test")
-    results = {}
     for name, path in members.items():
+        if name in results:
+            continue
         started = time.perf_counter()
         result = evaluate_pipeline(
             load_member(path),
@@ -213,8 +252,22 @@ def evaluate_members(cfg: PretrainConfig, members: dict[str, Path], out: Path) -
         )
         results[name] = {**result["summary"], "seconds": round(time.perf_counter() - started, 1)}
         print(f"{name}: " + ", ".join(f"{a} {v['accuracy']:.3f}" for a, v in result["summary"].items()))
-    write_json(out, results)
+        write_json(out, results)
     return results
+
+
+def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> None:
+    """Train one conditioning's DiT and save it as a pipeline; loads the run's data and LM when not given."""
+    cfg, conditioning = job
+    root = Path(cfg.output_dir)
+    if lm is None:  # a worker process of `parallel`
+        from itercomp.models.data import load_or_render
+
+        torch.set_num_threads(1)
+        images, prompts = load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas)
+        tokenizer, lm = train_language_model(cfg, prompts, root / "lm")
+    ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}")
+    save_member(make_pipeline(tokenizer, lm, ema, cfg), root / "members" / MEMBER_NAMES[conditioning])
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict:
@@ -239,18 +292,17 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 
     images, prompts = timed("data", lambda: load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas))
     tokenizer, lm = timed("language_model", lambda: train_language_model(cfg, prompts, root / "lm"))
-    members = {}
-    for conditioning in cfg.conditionings:
-        name = MEMBER_NAMES[conditioning]
-        members[name] = root / "members" / name
-        if (members[name] / "done").is_file():
-            continue
+    members = {MEMBER_NAMES[c]: root / "members" / MEMBER_NAMES[c] for c in cfg.conditionings}
+    todo = [c for c in cfg.conditionings if not (members[MEMBER_NAMES[c]] / "done").is_file()]
+    if todo and cfg.parallel > 1:
+        # Small models use two cores poorly; one single-threaded process per DiT trains ~1.5x more per second.
+        import multiprocessing
 
-        def stage(conditioning=conditioning, name=name):
-            ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}")
-            save_member(make_pipeline(tokenizer, lm, ema, cfg), members[name])
-
-        timed(f"dit_{conditioning}", stage)
+        with multiprocessing.get_context("spawn").Pool(min(cfg.parallel, len(todo))) as pool:
+            timed("dits_parallel", lambda: pool.map(_train_member, [(cfg, c) for c in todo]))
+    else:
+        for conditioning in todo:
+            timed(f"dit_{conditioning}", lambda c=conditioning: _train_member((cfg, c), tokenizer, lm, images, prompts))
     results = timed("evaluation", lambda: evaluate_members(cfg, members, root / "eval_test.json"))
     training = sum(v for k, v in timings.items() if k != "evaluation")
     print(f"pretraining took {training / 60:.1f} min (+ {timings.get('evaluation', 0) / 60:.1f} min evaluation)")
@@ -260,7 +312,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
     """Copy a pretraining run's members into `dest` for shipping: the language model and tokenizer once under
     `dest/lm`, each member's DiT and scheduler under `dest/<member>` with relative symlinks to the shared LM (the
-    members share it, so shipping three copies would triple the weights), DiT weights stored as fp16."""
+    members share it, so shipping three copies would triple the weights); weights stored as fp16 and loaded back
+    as fp32 (`ShapesDiTPipeline.from_pretrained`)."""
     run_dir, dest = Path(run_dir), Path(dest)
     members = sorted(p for p in (run_dir / "members").glob("*") if (p / "done").is_file())
     if not members:
@@ -270,7 +323,7 @@ def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
     lm_tmp = dest / "lm.tmp"
     shutil.rmtree(lm_tmp, ignore_errors=True)
     first.tokenizer.save_pretrained(lm_tmp / "tokenizer")
-    first.text_encoder.save_pretrained(lm_tmp / "text_encoder")  # fp32: it is read at every prompt
+    first.text_encoder.to(dtype).save_pretrained(lm_tmp / "text_encoder")
     shutil.rmtree(dest / "lm", ignore_errors=True)
     lm_tmp.rename(dest / "lm")
     written = []
