@@ -48,8 +48,12 @@ def _finetune_defaults() -> dict:
     # The shapes world's ~2M-parameter base model, as recipes/configs/reward_ft_shapes.yaml (10x IterComp's
     # learning rate for a small model trained from scratch, a short EMA) with half its steps and batch per round,
     # so three rounds fit the demo's CPU budget. Sampling steps and guidance come from the base member's `call`.
+    # The pretraining-loss regulariser is on: without it, 100 steps at this rate turned the (weak) base model
+    # into textured grids that the reward models scored higher and the oracle scored 0 (reward hacking), while
+    # with weight 0.1 on ground-truth renders the images stayed close to the base model's (measured, docs/iterate.md).
     return {"learning_rate": 1e-4, "max_steps": 100, "batch_size": 8, "ema_decay": 0.99, "eval_prompts": 16,
-            "checkpoint_every": 25}  # fmt: skip
+            "checkpoint_every": 25, "pretrain_loss_weight": 0.1, "regulariser_data": "shapes",
+            "regulariser_samples": 512}  # fmt: skip
 
 
 @dataclass
