@@ -117,6 +117,9 @@ class FakeFeedbackConfig:
     num_inference_steps: int = 40
     guidance_scale: float = 1.0
     seed: int = 0
+    pretrain_loss_weight: float = 0.0
+    regulariser_data: str | None = None
+    regulariser_samples: int = 0
 
 
 def _parse(argv):
