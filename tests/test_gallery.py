@@ -108,13 +108,15 @@ def test_duplicate_member_names_and_unknown_members():
         parse_gallery({"members": [member]}).select(["m2"])
 
 
-def test_cli_validate_and_list(capsys):
+def test_cli_validate_and_list(tmp_path, capsys):
     assert main(["gallery", "validate", "shapes", "itercomp_paper"]) == 0
     assert capsys.readouterr().out.count("ok: ") == 2
     assert main(["gallery", "list"]) == 0
     out = capsys.readouterr().out
     assert "layout_planner  [type layout_planner]  ready" in out
-    assert "base  [type diffusers]  unavailable" in out
+    assert "base  [type diffusers]  ready" in out  # the shipped weights (itercomp/weights)
+    assert main(["gallery", "list", "--gallery", str(_gallery_without_weights(tmp_path))]) == 0
+    assert "base  [type diffusers]  unavailable" in capsys.readouterr().out
 
 
 # ---- shapes members -------------------------------------------------------------------------------------------
@@ -247,9 +249,18 @@ def test_diffusers_images_depend_on_seed_not_batch(tiny_models, tmp_path):
 # ---- the command ----------------------------------------------------------------------------------------------
 
 
+def _gallery_without_weights(tmp_path) -> Path:
+    """The shapes gallery with its DiT members pointing at folders that do not exist."""
+    text = (Path(__file__).resolve().parents[1] / "gallery" / "shapes.yaml").read_text()
+    path = tmp_path / "no_weights.yaml"
+    path.write_text(text.replace("../itercomp/weights/", "./missing/"))
+    return path
+
+
 def test_generate_members_subset_resume_and_errors(tmp_path, capsys):
     out = tmp_path / "run"
-    base = ["gallery", "generate", "--aspect", "spatial_relationship", "-n", "3", "--out", str(out)]
+    gallery = ["--gallery", str(_gallery_without_weights(tmp_path))]
+    base = ["gallery", "generate", *gallery, "--aspect", "spatial_relationship", "-n", "3", "--out", str(out)]
     assert main(base) == 2  # the DiT weights are not there: a clear error naming the way out
     err = capsys.readouterr().err
     assert "'base'" in err and "--members layout_planner,bag_of_words,colour_leak" in err
