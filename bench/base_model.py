@@ -44,7 +44,6 @@ def sample_sheet(pipes: dict, path: Path, per_aspect: int = 3, steps: int = 20, 
 
     prompts = [p for _, p in evaluation_prompts(per_aspect, "test")]
     images, captions = [], []
-    generators = [torch.Generator().manual_seed(k) for k in range(len(prompts))]
     outputs = {}
     for name, pipe in pipes.items():
         generators = [torch.Generator().manual_seed(k) for k in range(len(prompts))]

@@ -27,7 +27,8 @@ def pretrain(args) -> None:
     from itercomp.models.config import PretrainConfig
     from itercomp.models.pretrain import export_weights, run_pretrain
 
-    result = run_pretrain(config_from_namespace(PretrainConfig, args))
+    config = config_from_namespace(PretrainConfig, args)
+    run_pretrain(config)
     if args.export:
-        for path in export_weights(Path(result["members"][next(iter(result["members"]))]).parent.parent, args.export):
+        for path in export_weights(Path(config.output_dir), args.export):
             print(f"exported {path}")
