@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,12 +10,12 @@ from itercomp.models.pipeline import ShapesDiTPipeline, dynamic_threshold
 from itercomp.models.pretrain import PretrainConfig, build_dit, make_pipeline
 
 
-def _tiny(conditioning="deep_fusion", layers=2, hidden=32):
+def _tiny(conditioning="deep_fusion", layers=2, hidden=32, **options):
     tokenizer = build_tokenizer()
     lm = build_language_model(
         len(tokenizer), LanguageModelConfig(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=64)
     )
-    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8)
+    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8, **options)
     torch.manual_seed(0)
     return tokenizer, lm, build_dit(cfg, conditioning, lm), cfg
 
@@ -40,14 +42,40 @@ def test_deep_fusion_reads_any_causal_lm_layer_count():
     assert out.shape == (2, 3, 32, 32)
 
 
-def test_ablations_share_the_trunk_and_all_blocks_get_gradients():
+@pytest.mark.parametrize("options", [{}, {"mix_ffn": True, "text_positions": True}])
+def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
     for conditioning in ("deep_fusion", "last_layer", "pooled"):
-        tokenizer, lm, dit, _ = _tiny(conditioning)
+        tokenizer, lm, dit, _ = _tiny(conditioning, **options)
         hidden_states, mask = encode(lm, tokenizer, ["a red circle inside a blue square"])
         for p in dit.parameters():
             p.data.normal_(0, 0.05)
         dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), hidden_states, mask).square().mean().backward()
         assert all(p.grad is not None for p in dit.parameters()), conditioning
+
+
+def test_text_positions_refuse_a_prompt_longer_than_the_table():
+    tokenizer, lm, dit, _ = _tiny(text_positions=True)
+    hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
+    long = tuple(torch.cat([h] * 20, dim=1) for h in hidden_states)
+    with pytest.raises(ValueError, match="text_positions"):
+        dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), long, torch.cat([mask] * 20, dim=1))
+
+
+def test_caption_states_save_load_and_select(tmp_path):
+    from itercomp.models.pretrain import PromptStates
+
+    tokenizer, lm, _, _ = _tiny(layers=3)
+    texts = ["a red circle above a blue cross", "", "a red circle above a blue cross", "a green square"]
+    states = PromptStates(lm, tokenizer, texts, [1, 2, 3])
+    states.save(tmp_path / "states.pt")
+    loaded = PromptStates.load(tmp_path / "states.pt").select([3])
+    hidden, mask = loaded(["a green square", ""])
+    reference, ref_mask = encode(lm, tokenizer, ["a green square", ""])
+    assert hidden[1] is None and hidden[2] is None
+    length = hidden[3].shape[1]
+    assert torch.allclose(hidden[3], reference[3][:, :length].half().float()) and torch.equal(mask, ref_mask[:, :length])
+    with pytest.raises(ValueError, match="not"):
+        loaded.select([1])
 
 
 def test_dynamic_threshold_keeps_values_in_range():
@@ -94,9 +122,17 @@ def _tiny_run_config(tmp_path, **overrides):
 def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     from itercomp.models import pretrain
 
-    cfg = _tiny_run_config(tmp_path)
+    # the faster-converging options on, and the denoising probe every 2 steps
+    cfg = _tiny_run_config(
+        tmp_path, mix_ffn=True, text_positions=True, preconditioning="edm", loss_space="edm", eval_every=2
+    )
     result = pretrain.run_pretrain(cfg)
     run = tmp_path / "run"
+    assert (run / "caption_states.pt").is_file()  # encoded once, shared by the three DiTs
+    probes = [h["eval"] for h in json.loads((run / "dit_deep_fusion" / "history.json").read_text())["history"]
+              if "eval" in h]  # fmt: skip
+    assert len(probes) == 2 and set(probes[0]) == {"t=0.3", "t=0.5", "t=0.7", "t=0.9"}
+    assert all(0 <= p["oracle_accuracy"] <= 1 and p["x0_mse"] >= 0 for p in probes[-1].values())
     assert set(result["members"]) == {"base", "pooled", "last_layer"}
     assert set(result["eval"]["base"]) - {"seconds"} == {
         "attribute_binding",
@@ -180,3 +216,41 @@ def test_saved_pipeline_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("CompositionDiT")
+
+
+def test_edm_scalings_give_unit_variance_input_and_target():
+    from itercomp.models.training import edm_scalings
+
+    torch.manual_seed(0)
+    sigma_data = 0.5
+    x0, noise = torch.randn(200_000) * sigma_data, torch.randn(200_000)
+    for t in (0.1, 0.5, 0.9):
+        c_in, c_skip, c_out = edm_scalings(torch.tensor(t), sigma_data)
+        x_t = (1 - t) * x0 + t * noise
+        assert abs((c_in * x_t).std().item() - 1) < 0.01
+        assert abs(((x0 - c_skip * x_t) / c_out).std().item() - 1) < 0.01
+
+
+def test_edm_preconditioned_dit_passes_the_input_through_at_zero_noise():
+    dit = CompositionDiT(hidden_size=32, num_heads=2, stem_channels=0, num_layers=2, text_dim=16,
+                         prediction_type="sample", preconditioning="edm")  # fmt: skip
+    for p in dit.parameters():
+        p.data.normal_(0, 0.05)
+    x = torch.randn(2, 3, 32, 32)
+    hidden_states, mask = tuple(torch.randn(2, 4, 16) for _ in range(3)), torch.ones(2, 4)
+    out = dit(x, torch.tensor([0.0, 1000.0]), hidden_states, mask)
+    assert torch.allclose(out[0], x[0])  # c_skip = 1, c_out = 0 at t = 0
+    assert not torch.allclose(out[1], torch.zeros_like(out[1]))  # pure network output at t = 1
+    with pytest.raises(ValueError, match="prediction_type='sample'"):
+        CompositionDiT(prediction_type="velocity", preconditioning="edm")
+
+
+def test_edm_loss_weights_noise_levels_between_velocity_and_x0():
+    from itercomp.models.training import flow_loss
+
+    x0, noise = torch.zeros(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    output = torch.ones(2, 3, 4, 4)  # an x0 prediction off by 1 everywhere
+    t = torch.tensor([0.1, 0.9])
+    per_t = [flow_loss(output[i : i + 1], x0[i : i + 1], noise[i : i + 1], t[i : i + 1], "sample", "edm") for i in (0, 1)]
+    # weight 1/c_out^2: ~1/t^2 at low noise, ~1/sigma_data^2 at high noise
+    assert per_t[0] > 50 and 3 < per_t[1] < 6

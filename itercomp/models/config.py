@@ -38,6 +38,10 @@ class PretrainConfig:
     stem_channels: int = field(
         default=0, metadata={"help": "channels of a full-resolution conv stem and head (0: linear patches, as JiT)"}
     )
+    mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
+    text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
+    preconditioning: str = field(default="", metadata={"help": "'edm': x0 = c_skip x_t + c_out F (EDM); '': none"})
+    sigma_data: float = field(default=0.5, metadata={"help": "data standard deviation of the EDM preconditioning"})
     prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
     loss_space: str = field(
         default="x0", metadata={"help": "'x0' (weights high noise: layout) or 'velocity' (weights fine detail)"}
@@ -45,6 +49,7 @@ class PretrainConfig:
     # DiT optimisation
     steps: int = field(default=3000, metadata={"help": "optimizer steps per DiT"})
     batch_size: int = field(default=64, metadata={"help": "images per DiT step"})
+    optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'muon' for the matrices (AdamW for the rest)"})
     lr: float = field(default=1e-3, metadata={"help": "DiT peak learning rate (warmup, then cosine)"})
     warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warmup steps"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate / peak"})
@@ -56,7 +61,9 @@ class PretrainConfig:
     timestep_std: float = field(default=1.0, metadata={"help": "logit-normal timestep scale"})
     mirror: bool = field(default=True, metadata={"help": "flip images left-right and swap left/right words"})
     checkpoint_every: int = field(default=250, metadata={"help": "DiT checkpoint interval (steps); resume point"})
-    eval_every: int = field(default=0, metadata={"help": "oracle accuracy on val prompts every N steps (0: never)"})
+    eval_every: int = field(
+        default=0, metadata={"help": "denoising probe (x0 error, oracle accuracy per noise level) every N steps"}
+    )
     # sampling and evaluation
     num_inference_steps: int = field(default=20, metadata={"help": "sampler steps of the shipped pipelines"})
     guidance_scale: float = field(default=3.0, metadata={"help": "classifier-free guidance of evaluation"})
@@ -77,8 +84,12 @@ class PretrainConfig:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.prediction_type not in ("sample", "velocity"):
             raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
-        if self.loss_space not in ("x0", "velocity"):
-            raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0' or 'velocity'")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ItercompError(f"optimizer={self.optimizer!r}; use 'adamw' or 'muon'")
+        if self.loss_space not in ("x0", "velocity", "edm"):
+            raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0', 'velocity' or 'edm'")
+        if self.preconditioning not in ("", "edm"):
+            raise ItercompError(f"preconditioning={self.preconditioning!r}; use 'edm' or '' (none)")
         if self.canvas % self.patch_size:
             raise ItercompError(f"canvas={self.canvas} must be a multiple of patch_size={self.patch_size}")
 

@@ -20,14 +20,15 @@ LAYOUT_TRIES = 300
 
 
 def _render_chunk(args) -> tuple[np.ndarray, list[str]]:
-    seed, aspects, canvas = args
+    seed, aspects, canvas, *rest = args
+    split = rest[0] if rest else "train"
     rng = np.random.default_rng(seed)
     images, prompts = [], []
     for aspect in aspects:
         while True:
             scene = sample_scene(aspect, rng)
             text = scene.prompt()
-            if split_of(text) != "train":
+            if split_of(text) != split:
                 continue
             try:
                 images.append(draw(layout(scene, rng, canvas, max_tries=LAYOUT_TRIES), canvas))
@@ -39,19 +40,30 @@ def _render_chunk(args) -> tuple[np.ndarray, list[str]]:
 
 
 def render_dataset(
-    n: int, seed: int = 0, mix: dict[str, float] | None = None, canvas: int = DEFAULT_CANVAS, workers: int = 2
+    n: int,
+    seed: int = 0,
+    mix: dict[str, float] | None = None,
+    canvas: int = DEFAULT_CANVAS,
+    workers: int = 2,
+    split: str = "train",
 ) -> tuple[np.ndarray, list[str]]:
-    """`n` (image, prompt) pairs from the train split, aspects drawn by `mix`; deterministic for a seed."""
+    """`n` (image, prompt) pairs from one prompt split, aspects drawn by `mix`; deterministic for a seed."""
     mix = mix or DEFAULT_MIX
     rng = np.random.default_rng(seed)
     aspects = list(rng.choice(ASPECTS, size=n, p=[mix.get(a, 0.0) for a in ASPECTS]))
     chunk = 500
-    jobs = [(seed * 1_000_003 + k, aspects[k : k + chunk], canvas) for k in range(0, n, chunk)]
+    jobs = [(seed * 1_000_003 + k, aspects[k : k + chunk], canvas, split) for k in range(0, n, chunk)]
     images, prompts = [], []
-    with Pool(workers) as pool:
-        for imgs, texts in tqdm(pool.imap(_render_chunk, jobs), total=len(jobs), desc="render data", unit="chunk"):
-            images.append(imgs)
-            prompts += texts
+    if workers <= 1 or len(jobs) == 1:
+        results = map(_render_chunk, jobs)
+    else:
+        pool = Pool(workers)
+        results = pool.imap(_render_chunk, jobs)
+    for imgs, texts in tqdm(results, total=len(jobs), desc=f"render {split} data", unit="chunk", leave=False):
+        images.append(imgs)
+        prompts += texts
+    if workers > 1 and len(jobs) > 1:
+        pool.close()
     return np.concatenate(images), prompts
 
 

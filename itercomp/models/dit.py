@@ -51,7 +51,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, attend_text: bool):
+    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, attend_text: bool, grid: int = 0):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -67,6 +67,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        # Mix-FFN (as Sana): a depthwise 3x3 convolution over the token grid inside the MLP, so neighbouring
+        # tokens of one object agree on its outline without waiting for attention to learn it.
+        self.grid = grid
+        self.mlp_conv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden) if grid else None
         # adaLN-single (PixArt-alpha): the modulation comes from one shared MLP plus this per-block table.
         self.ada_table = nn.Parameter(torch.zeros(6, dim))
 
@@ -89,12 +93,23 @@ class Block(nn.Module):
             mask = keep[:, None, None, :]
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + gate1[:, None] * self.out(attn.transpose(1, 2).reshape(x.shape))
-        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x + gate2[:, None] * self.feed_forward(modulate(self.norm2(x), shift2, scale2))
+
+    def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.mlp_conv is None:
+            return self.mlp(h)
+        h = self.mlp[0](h)
+        b, n, c = h.shape
+        grid = h.transpose(1, 2).reshape(b, c, self.grid, self.grid)
+        h = h + self.mlp_conv(grid).flatten(2).transpose(1, 2)
+        return self.mlp[2](self.mlp[1](h))
 
 
 class CompositionDiT(ModelMixin, ConfigMixin):
     """Rectified-flow model over pixels (or VAE latents), conditioned on LM hidden states. It predicts the
-    velocity or, with `prediction_type="sample"`, the clean image x0 (JiT: x-prediction suits pixel space)."""
+    velocity or, with `prediction_type="sample"`, the clean image x0 (JiT: x-prediction suits pixel space).
+    With `preconditioning="edm"` the x0 prediction is EDM's c_skip x_t + c_out F(c_in x_t): the input passes
+    through at low noise, and the trunk always sees and predicts unit-variance signals."""
 
     _supports_gradient_checkpointing = True
 
@@ -112,12 +127,20 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         stem_channels: int = 32,
         conditioning: str = "deep_fusion",
         prediction_type: str = "velocity",
+        mix_ffn: bool = False,
+        text_positions: int = 0,
+        preconditioning: str | None = None,
+        sigma_data: float = 0.5,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning={conditioning!r}; expected one of {CONDITIONINGS}")
         if prediction_type not in ("velocity", "sample"):
             raise ValueError(f"prediction_type={prediction_type!r}; expected 'velocity' or 'sample' (x0)")
+        if preconditioning not in (None, "edm"):
+            raise ValueError(f"preconditioning={preconditioning!r}; expected None or 'edm'")
+        if preconditioning and prediction_type != "sample":
+            raise ValueError("preconditioning='edm' predicts x0 through a skip; use prediction_type='sample'")
         if sample_size % patch_size:
             raise ValueError(f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
         self.gradient_checkpointing = False
@@ -138,7 +161,11 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
         attend = conditioning != "pooled"
-        self.blocks = nn.ModuleList(Block(d, num_heads, text_dim, mlp_ratio, attend) for _ in range(num_layers))
+        grid = self.grid if mix_ffn else 0
+        self.blocks = nn.ModuleList(Block(d, num_heads, text_dim, mlp_ratio, attend, grid) for _ in range(num_layers))
+        # Learned positions of the prompt's tokens, added to every LM layer the DiT reads: a RoPE LM's hidden
+        # states carry no absolute position, and "which colour goes with which shape" is a question of order.
+        self.text_pos = nn.Parameter(torch.zeros(1, text_positions, text_dim)) if text_positions and attend else None
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         self.unpatchify = nn.Linear(d, p * p * (c or in_channels))
@@ -170,10 +197,14 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         [0, 1000], given the LM's hidden states (embeddings + every layer) and their attention mask."""
         b, _, h, w = sample.shape
         p, g = self.config.patch_size, self.grid
-        stem = self.stem(sample)
-        x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
+        x_t = sample
+        if self.config.preconditioning == "edm":
+            c_in, c_skip, c_out = (c.view(-1, 1, 1, 1).to(sample.dtype) for c in self._edm(timestep))
+            sample = sample * c_in
+        stem = self.stem(sample)
+        x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
         cond = self.time_mlp(timestep_embedding(timestep, x.shape[-1]).to(x.dtype))
         mask = encoder_attention_mask.bool()
         if self.config.conditioning == "pooled":
@@ -182,7 +213,16 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             cond = cond + self.pooled_mlp(pooled.to(x.dtype))
         modulation = self.ada(F.silu(cond)).view(b, 6, -1)
         for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states)):
-            args = (x, modulation, None if text is None else text.to(x.dtype), mask)
+            if text is not None:
+                text = text.to(x.dtype)
+                if self.text_pos is not None:
+                    if text.shape[1] > self.text_pos.shape[1]:
+                        raise ValueError(
+                            f"the prompt has {text.shape[1]} tokens but the DiT has text_positions="
+                            f"{self.text_pos.shape[1]}; truncate prompts or build the DiT with more text_positions"
+                        )
+                    text = text + self.text_pos[:, : text.shape[1]]
+            args = (x, modulation, text, mask)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
@@ -191,4 +231,12 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         x = self.unpatchify(modulate(self.final_norm(x), shift, scale))
         c = stem.shape[1]
         x = x.view(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
-        return x if self.head is None else self.head(torch.cat([x, stem], dim=1))
+        out = x if self.head is None else self.head(torch.cat([x, stem], dim=1))
+        if self.config.preconditioning == "edm":
+            return c_skip * x_t + c_out * out
+        return out
+
+    def _edm(self, timestep: torch.Tensor):
+        from itercomp.models.training import edm_scalings
+
+        return edm_scalings(timestep.float() / 1000, self.config.sigma_data)

@@ -96,7 +96,51 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
         stem_channels=cfg.stem_channels,
         conditioning=conditioning,
         prediction_type=cfg.prediction_type,
+        mix_ffn=cfg.mix_ffn,
+        preconditioning=cfg.preconditioning or None,
+        sigma_data=cfg.sigma_data,
+        text_positions=cfg.lm.max_length + 2 if cfg.text_positions else 0,
     )
+
+
+def build_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW, or Muon (orthogonalised momentum) for the 2-D weight matrices with AdamW for the rest; Muon's
+    learning rate is matched to AdamW's update size, so `lr` means the same for both."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and "ada_table" not in n and "pos" not in n]
+    ids = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return _Chained(
+        torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"),
+        torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)),
+    )
+
+
+class _Chained(torch.optim.Optimizer):
+    """Two optimizers stepped as one (param_groups, state_dict and zero_grad cover both)."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self, closure=None):
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state):
+        for o, s in zip(self.optimizers, state["optimizers"]):
+            o.load_state_dict(s)
 
 
 def make_pipeline(tokenizer, lm, dit, cfg: PretrainConfig) -> ShapesDiTPipeline:
@@ -113,12 +157,13 @@ class PromptStates:
     """The frozen LM's hidden states for every training caption, computed once (fp16, padded to one length).
 
     The LM costs as much per step as a third of the DiT step, and its output for a caption never changes, so
-    the training loop reads states from here. Only the layers the conditioning reads are kept.
+    the training loop reads states from here. `save`/`load` let the DiT processes of a run share one encoding;
+    `select` keeps only the layers a conditioning reads.
     """
 
     def __init__(self, lm, tokenizer, texts: list[str], layers: list[int], batch_size: int = 256):
         self.index = {text: i for i, text in enumerate(dict.fromkeys(texts))}
-        self.layers, self.num_states = layers, lm.config.num_hidden_layers + 1
+        self.layers, self.num_states = list(layers), lm.config.num_hidden_layers + 1
         unique = list(self.index)
         masks, states = [], []
         for start in tqdm(range(0, len(unique), batch_size), desc="encode captions", unit="batch", leave=False):
@@ -128,6 +173,28 @@ class PromptStates:
         length = max(m.shape[1] for m in masks)
         self.mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
         self.states = torch.cat([torch.nn.functional.pad(h, (0, 0, 0, length - h.shape[2])) for h in states])
+
+    def save(self, path: Path) -> None:
+        state = {k: getattr(self, k) for k in ("index", "layers", "num_states", "mask", "states")}
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "PromptStates":
+        states = cls.__new__(cls)
+        states.__dict__.update(torch.load(path, weights_only=False, mmap=True))
+        return states
+
+    def select(self, layers: list[int]) -> "PromptStates":
+        """The same captions with only `layers` kept (copied out of a memory-mapped file into memory)."""
+        missing = sorted(set(layers) - set(self.layers))
+        if missing:
+            raise ValueError(f"these caption states hold LM layers {self.layers}, not {missing}")
+        picked = self.__class__.__new__(self.__class__)
+        picked.__dict__.update(self.__dict__)
+        picked.layers = list(layers)
+        picked.states = self.states[:, [self.layers.index(k) for k in layers]].clone()
+        return picked
 
     def __call__(self, texts: list[str]) -> tuple[tuple, torch.Tensor]:
         """(hidden states as `encode` gives them, None for layers not kept; mask), cut to the batch's length."""
@@ -146,13 +213,30 @@ def layers_read(conditioning: str, num_layers: int) -> list[int]:
     return list(range(1, num_layers + 1)) if conditioning == "deep_fusion" else [num_layers]
 
 
-def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval_fn=None) -> CompositionDiT:
-    """Train one DiT with the given conditioning; resumes from `out/checkpoint.pt`; returns the EMA model."""
+def training_captions(cfg: PretrainConfig, prompts: list[str]) -> list[str]:
+    """Every caption the DiT can be shown: the prompts, their mirrors and the empty (dropped) caption."""
+    return [*prompts, *(map(mirror_prompt, prompts) if cfg.mirror else ()), ""]
+
+
+def encode_captions(cfg: PretrainConfig, tokenizer, lm, prompts: list[str], path: Path) -> PromptStates:
+    """The LM states of every training caption and every layer, encoded once per run and shared by the DiTs."""
+    if path.is_file():
+        return PromptStates.load(path)
+    states = PromptStates(lm, tokenizer, training_captions(cfg, prompts), range(1, lm.config.num_hidden_layers + 1))
+    states.save(path)
+    return states
+
+
+def train_dit(
+    cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval_fn=None, prompt_states=None
+) -> CompositionDiT:
+    """Train one DiT with the given conditioning; resumes from `out/checkpoint.pt`; returns the EMA model.
+    `prompt_states` (from `encode_captions`) saves encoding the captions again."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, conditioning, lm)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    opt = build_optimizer(cfg, model)
     start, history = 0, []
     checkpoint = out / "checkpoint.pt"
     if checkpoint.is_file():
@@ -168,8 +252,13 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
         f"steps {start}->{cfg.steps} ({cfg.batch_size * cfg.steps / len(images):.1f} epochs)"
     )
     pixels = to_pixels(images)
-    captions = [*prompts, *(map(mirror_prompt, prompts) if cfg.mirror else ()), ""]
-    prompt_states = PromptStates(lm, tokenizer, captions, layers_read(conditioning, lm.config.num_hidden_layers))
+    if eval_fn is None and cfg.eval_every:
+        eval_fn = probe_on_val(cfg, tokenizer, lm)
+    layers = layers_read(conditioning, lm.config.num_hidden_layers)
+    if prompt_states is None:
+        prompt_states = PromptStates(lm, tokenizer, training_captions(cfg, prompts), layers)
+    else:
+        prompt_states = prompt_states.select(layers)
     bar = tqdm(range(start, cfg.steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.steps)
     started = time.perf_counter()
     for step in bar:
@@ -188,7 +277,7 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
         t = sample_timesteps(cfg.batch_size, generator, cfg.timestep_mean, cfg.timestep_std)
         noise = torch.randn(x0.shape, generator=generator)
         output = model(flow_interpolate(x0, noise, t), t * 1000, hidden_states, mask)
-        loss = flow_loss(output, x0, noise, t, cfg.prediction_type, cfg.loss_space)
+        loss = flow_loss(output, x0, noise, t, cfg.prediction_type, cfg.loss_space, cfg.sigma_data)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()
@@ -210,11 +299,20 @@ def train_dit(cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval
             }
             torch.save(state, checkpoint.with_suffix(".tmp"))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
-        if eval_fn and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+        if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
             history.append({"step": done, "eval": eval_fn(ema)})
             print(f"step {done}: {history[-1]['eval']}")
     write_json(out / "history.json", {"history": history, "seconds_this_run": time.perf_counter() - started})
     return ema
+
+
+def probe_on_val(cfg: PretrainConfig, tokenizer, lm, n: int = 64):
+    """`eval_every`'s measurement: the denoising probe on `n` ground-truth renders of val prompts."""
+    from itercomp.models.data import render_dataset
+    from itercomp.models.evaluate import denoising_probe
+
+    images, prompts = render_dataset(n, seed=cfg.seed + 1, canvas=cfg.canvas, workers=1, split="val")
+    return lambda model: denoising_probe(model.eval(), lm, tokenizer, images, prompts, seed=cfg.seed)
 
 
 def save_member(pipe: ShapesDiTPipeline, out: Path) -> None:
@@ -266,7 +364,8 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> No
         torch.set_num_threads(1)
         images, prompts = load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas)
         tokenizer, lm = train_language_model(cfg, prompts, root / "lm")
-    ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}")
+    states = encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt")
+    ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}", prompt_states=states)
     save_member(make_pipeline(tokenizer, lm, ema, cfg), root / "members" / MEMBER_NAMES[conditioning])
 
 
@@ -292,6 +391,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 
     images, prompts = timed("data", lambda: load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas))
     tokenizer, lm = timed("language_model", lambda: train_language_model(cfg, prompts, root / "lm"))
+    timed("caption_states", lambda: encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt"))
     members = {MEMBER_NAMES[c]: root / "members" / MEMBER_NAMES[c] for c in cfg.conditionings}
     todo = [c for c in cfg.conditionings if not (members[MEMBER_NAMES[c]] / "done").is_file()]
     if todo and cfg.parallel > 1:

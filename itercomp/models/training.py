@@ -55,20 +55,36 @@ def output_to_x0(output, x_t, sigma, prediction_type: str) -> torch.Tensor:
     return predict_x0(x_t, output, sigma)
 
 
-def flow_loss(output, x0, noise, t, prediction_type: str, space: str = "velocity") -> torch.Tensor:
+def edm_scalings(t: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EDM's preconditioning (Karras et al., 2022) on the flow path x_t = (1 - t) x0 + t noise, for data of
+    standard deviation `sigma_data`: x0 = c_skip x_t + c_out F(c_in x_t), with the network input and its
+    target F both of unit variance at every t. Returns (c_in, c_skip, c_out), shaped like t."""
+    a = 1 - t
+    norm = torch.sqrt(a**2 * sigma_data**2 + t**2)
+    return 1 / norm, a * sigma_data**2 / norm**2, sigma_data * t / norm
+
+
+def flow_loss(
+    output, x0, noise, t, prediction_type: str, space: str = "velocity", sigma_data: float = 0.5
+) -> torch.Tensor:
     """Rectified-flow loss measured in velocity space (as SD3; with x-prediction, as JiT) or in x0 space.
 
-    The two differ only in how they weight noise levels: the velocity error of an x0 prediction is its x0 error
+    They differ only in how they weight noise levels: the velocity error of an x0 prediction is its x0 error
     over t, so velocity space stresses low noise (fine detail) and x0 space high noise, where the layout and the
-    binding of colours to shapes are decided.
+    binding of colours to shapes are decided; "edm" divides the x0 error by EDM's c_out(t)^2, between the two
+    (1/t^2 at low noise, 1/sigma_data^2 at high noise).
     """
     x_t = flow_interpolate(x0, noise, t)
+    if space == "edm":  # x0 error over c_out^2: the error of the preconditioned network's unit-variance target
+        c_out = edm_scalings(t.clamp(min=MIN_SIGMA), sigma_data)[2].view(-1, *([1] * (x0.ndim - 1)))
+        error = (output_to_x0(output, x_t, t, prediction_type) - x0) / c_out
+        return error.square().mean()
     if space == "x0":
         return torch.nn.functional.mse_loss(output_to_x0(output, x_t, t, prediction_type), x0)
     if space == "velocity":
         velocity = output_to_velocity(output, x_t, t, prediction_type)
         return torch.nn.functional.mse_loss(velocity, flow_target(x0, noise))
-    raise ValueError(f"loss space {space!r}; expected 'velocity' or 'x0'")
+    raise ValueError(f"loss space {space!r}; expected 'velocity', 'x0' or 'edm'")
 
 
 @torch.no_grad()
