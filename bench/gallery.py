@@ -247,25 +247,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sd-batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gallery.json"))
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["accuracy", "speed"],
+        default=["accuracy", "speed"],
+        help="what to measure; a part left out keeps its previous result in --out (each part records its command)",
+    )
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
     load_gallery(SHAPES_GALLERY)  # fail early on a broken spec
+    command = "OMP_NUM_THREADS=1 python bench/gallery.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    missing = [part for part in ("accuracy", "speed") if part not in args.parts and part not in previous]
+    if missing:
+        parser.error(f"{args.out} has no {missing} result to keep; include {missing} in --parts")
     with tempfile.TemporaryDirectory(prefix="bench_gallery_") as tmp:
         work = Path(tmp)
-        report = {
-            "command": "OMP_NUM_THREADS=1 python bench/gallery.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "torch_threads": torch.get_num_threads(),
-            "accuracy": accuracy_table(work, args.per_aspect, args.images_per_prompt, args.split),
-            "speed": [
-                speed_comparison(
-                    work, args.sd_prompts, args.sd_images_per_prompt, int(steps), dtype, args.sd_batch_size
-                )
+        report = {"torch_threads": torch.get_num_threads(), **{k: previous[k] for k in ("accuracy", "speed")
+                                                                if k not in args.parts}}  # fmt: skip
+        if "accuracy" in args.parts:
+            report["accuracy"] = accuracy_table(work, args.per_aspect, args.images_per_prompt, args.split)
+            report["accuracy"]["bench_command"] = command
+        if "speed" in args.parts:
+            report["speed"] = [
+                {**speed_comparison(work, args.sd_prompts, args.sd_images_per_prompt, int(steps), dtype,
+                                    args.sd_batch_size), "bench_command": command}  # fmt: skip
                 for dtype, steps in (setting.split(":") for setting in args.sd_settings)
-            ],
-        }
+            ]
     write_json(args.out, report)
     print_report(report)
     print(f"\nwrote {args.out}")
