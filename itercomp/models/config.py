@@ -49,7 +49,6 @@ class PretrainConfig:
     # DiT optimisation
     steps: int = field(default=3000, metadata={"help": "optimizer steps per DiT"})
     batch_size: int = field(default=64, metadata={"help": "images per DiT step"})
-    optimizer: str = field(default="adamw", metadata={"help": "'adamw', or 'muon' for the matrices (AdamW for the rest)"})
     lr: float = field(default=1e-3, metadata={"help": "DiT peak learning rate (warmup, then cosine)"})
     warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warmup steps"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate / peak"})
@@ -84,8 +83,6 @@ class PretrainConfig:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.prediction_type not in ("sample", "velocity"):
             raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
-        if self.optimizer not in ("adamw", "muon"):
-            raise ItercompError(f"optimizer={self.optimizer!r}; use 'adamw' or 'muon'")
         if self.loss_space not in ("x0", "velocity", "edm"):
             raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0', 'velocity' or 'edm'")
         if self.preconditioning not in ("", "edm"):

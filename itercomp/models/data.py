@@ -20,8 +20,7 @@ LAYOUT_TRIES = 300
 
 
 def _render_chunk(args) -> tuple[np.ndarray, list[str]]:
-    seed, aspects, canvas, *rest = args
-    split = rest[0] if rest else "train"
+    seed, aspects, canvas, split = args
     rng = np.random.default_rng(seed)
     images, prompts = [], []
     for aspect in aspects:
@@ -39,6 +38,15 @@ def _render_chunk(args) -> tuple[np.ndarray, list[str]]:
     return np.stack(images), prompts
 
 
+def _rendered(jobs: list[tuple], workers: int):
+    """The rendered chunks in order: in this process for one worker or one chunk, else in a pool."""
+    if workers <= 1 or len(jobs) == 1:
+        yield from map(_render_chunk, jobs)
+        return
+    with Pool(workers) as pool:
+        yield from pool.imap(_render_chunk, jobs)
+
+
 def render_dataset(
     n: int,
     seed: int = 0,
@@ -54,16 +62,9 @@ def render_dataset(
     chunk = 500
     jobs = [(seed * 1_000_003 + k, aspects[k : k + chunk], canvas, split) for k in range(0, n, chunk)]
     images, prompts = [], []
-    if workers <= 1 or len(jobs) == 1:
-        results = map(_render_chunk, jobs)
-    else:
-        pool = Pool(workers)
-        results = pool.imap(_render_chunk, jobs)
-    for imgs, texts in tqdm(results, total=len(jobs), desc=f"render {split} data", unit="chunk", leave=False):
+    for imgs, texts in tqdm(_rendered(jobs, workers), total=len(jobs), desc=f"render {split} data", unit="chunk"):
         images.append(imgs)
         prompts += texts
-    if workers > 1 and len(jobs) > 1:
-        pool.close()
     return np.concatenate(images), prompts
 
 

@@ -103,46 +103,6 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
     )
 
 
-def build_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW, or Muon (orthogonalised momentum) for the 2-D weight matrices with AdamW for the rest; Muon's
-    learning rate is matched to AdamW's update size, so `lr` means the same for both."""
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and "ada_table" not in n and "pos" not in n]
-    ids = {id(p) for p in matrices}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    return _Chained(
-        torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"),
-        torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)),
-    )
-
-
-class _Chained(torch.optim.Optimizer):
-    """Two optimizers stepped as one (param_groups, state_dict and zero_grad cover both)."""
-
-    def __init__(self, *optimizers):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self):
-        return [g for o in self.optimizers for g in o.param_groups]
-
-    def step(self, closure=None):
-        for o in self.optimizers:
-            o.step()
-
-    def zero_grad(self, set_to_none: bool = True):
-        for o in self.optimizers:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self):
-        return {"optimizers": [o.state_dict() for o in self.optimizers]}
-
-    def load_state_dict(self, state):
-        for o, s in zip(self.optimizers, state["optimizers"]):
-            o.load_state_dict(s)
-
-
 def make_pipeline(tokenizer, lm, dit, cfg: PretrainConfig) -> ShapesDiTPipeline:
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)
     return ShapesDiTPipeline(tokenizer=tokenizer, text_encoder=lm, transformer=dit, scheduler=scheduler)
@@ -180,12 +140,12 @@ class PromptStates:
         path.with_suffix(".tmp").replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "PromptStates":
+    def load(cls, path: Path) -> PromptStates:
         states = cls.__new__(cls)
         states.__dict__.update(torch.load(path, weights_only=False, mmap=True))
         return states
 
-    def select(self, layers: list[int]) -> "PromptStates":
+    def select(self, layers: list[int]) -> PromptStates:
         """The same captions with only `layers` kept (copied out of a memory-mapped file into memory)."""
         missing = sorted(set(layers) - set(self.layers))
         if missing:
@@ -236,7 +196,7 @@ def train_dit(
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, conditioning, lm)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = build_optimizer(cfg, model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start, history = 0, []
     checkpoint = out / "checkpoint.pt"
     if checkpoint.is_file():
@@ -365,7 +325,9 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> No
         images, prompts = load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas)
         tokenizer, lm = train_language_model(cfg, prompts, root / "lm")
     states = encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt")
-    ema = train_dit(cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}", prompt_states=states)
+    ema = train_dit(
+        cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}", prompt_states=states
+    )
     save_member(make_pipeline(tokenizer, lm, ema, cfg), root / "members" / MEMBER_NAMES[conditioning])
 
 
