@@ -15,7 +15,7 @@ def _tiny(conditioning="deep_fusion", layers=2, hidden=32, **options):
     lm = build_language_model(
         len(tokenizer), LanguageModelConfig(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=64)
     )
-    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8, **options)
+    cfg = PretrainConfig(hidden_size=32, num_heads=2, **{"stem_channels": 8, **options})
     torch.manual_seed(0)
     return tokenizer, lm, build_dit(cfg, conditioning, lm), cfg
 
@@ -42,7 +42,9 @@ def test_deep_fusion_reads_any_causal_lm_layer_count():
     assert out.shape == (2, 3, 32, 32)
 
 
-@pytest.mark.parametrize("options", [{}, {"mix_ffn": True, "text_positions": True}])
+@pytest.mark.parametrize(
+    "options", [{}, {"mix_ffn": True, "text_positions": True}, {"conv_channels": (8, 16), "stem_channels": 0}]
+)
 def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
     for conditioning in ("deep_fusion", "last_layer", "pooled"):
         tokenizer, lm, dit, _ = _tiny(conditioning, **options)
@@ -51,6 +53,23 @@ def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
             p.data.normal_(0, 0.05)
         dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), hidden_states, mask).square().mean().backward()
         assert all(p.grad is not None for p in dit.parameters()), conditioning
+
+
+def test_conv_levels_round_trip_and_refuse_a_mismatched_patch_size(tmp_path):
+    tokenizer, lm, dit, _ = _tiny(conv_channels=(8, 16), stem_channels=0)
+    for p in dit.parameters():
+        p.data.normal_(0, 0.05)
+    hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([400.0])
+    dit.save_pretrained(tmp_path)
+    loaded = CompositionDiT.from_pretrained(tmp_path)
+    torch.testing.assert_close(dit(x, t, hidden_states, mask), loaded(x, t, hidden_states, mask))
+    with pytest.raises(ValueError, match="patch_size=4"):
+        CompositionDiT(patch_size=8, stem_channels=0, conv_channels=(8, 16))
+    from itercomp.errors import ItercompError
+
+    with pytest.raises(ItercompError, match="patch_size=4"):
+        PretrainConfig(patch_size=8, conv_channels=(8, 16))
 
 
 def test_text_positions_refuse_a_prompt_longer_than_the_table():

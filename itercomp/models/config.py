@@ -38,6 +38,13 @@ class PretrainConfig:
     stem_channels: int = field(
         default=0, metadata={"help": "channels of a full-resolution conv stem and head (0: linear patches, as JiT)"}
     )
+    conv_channels: tuple[int, ...] = field(
+        default=(),
+        metadata={
+            "help": "U-Net levels around the transformer: conv channels per halving of the resolution "
+            "(e.g. 32,64 with patch_size 4); empty: linear patches"
+        },
+    )
     mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
     text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
     preconditioning: str = field(default="", metadata={"help": "'edm': x0 = c_skip x_t + c_out F (EDM); '': none"})
@@ -87,6 +94,11 @@ class PretrainConfig:
             raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0', 'velocity' or 'edm'")
         if self.preconditioning not in ("", "edm"):
             raise ItercompError(f"preconditioning={self.preconditioning!r}; use 'edm' or '' (none)")
+        if self.conv_channels and 2 ** len(self.conv_channels) != self.patch_size:
+            raise ItercompError(
+                f"conv_channels={list(self.conv_channels)} halves the resolution {len(self.conv_channels)} times; "
+                f"set patch_size={2 ** len(self.conv_channels)} (got {self.patch_size})"
+            )
         if self.canvas % self.patch_size:
             raise ItercompError(f"canvas={self.canvas} must be a multiple of patch_size={self.patch_size}")
 

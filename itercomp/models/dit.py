@@ -105,6 +105,33 @@ class Block(nn.Module):
         return self.mlp[2](self.mlp[1](h))
 
 
+class ResBlock(nn.Module):
+    """A convolutional residual block at one resolution of the U-Net levels, FiLM-conditioned on the timestep
+    (and, for "pooled", the prompt) like the transformer blocks' adaLN; the second conv starts at zero."""
+
+    def __init__(self, in_channels: int, channels: int, dim: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(8, in_channels), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.film = nn.Linear(dim, 2 * channels)
+        self.norm2 = nn.GroupNorm(min(8, channels), channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, channels, 1) if in_channels != channels else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
+        return self.skip(x) + h
+
+
+def upsample(in_channels: int, channels: int) -> nn.Module:
+    """x2 resolution: a 1x1 conv to 4x the channels, then pixel shuffle (no checkerboard from transposed convs)."""
+    return nn.Sequential(nn.Conv2d(in_channels, 4 * channels, 1), nn.PixelShuffle(2))
+
+
 class CompositionDiT(ModelMixin, ConfigMixin):
     """Rectified-flow model over pixels (or VAE latents), conditioned on LM hidden states. It predicts the
     velocity or, with `prediction_type="sample"`, the clean image x0 (JiT: x-prediction suits pixel space).
@@ -131,6 +158,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         text_positions: int = 0,
         preconditioning: str | None = None,
         sigma_data: float = 0.5,
+        conv_channels: tuple[int, ...] = (),
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
@@ -143,6 +171,12 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             raise ValueError("preconditioning='edm' predicts x0 through a skip; use prediction_type='sample'")
         if sample_size % patch_size:
             raise ValueError(f"sample_size={sample_size} must be a multiple of patch_size={patch_size}")
+        conv_channels = tuple(conv_channels or ())
+        if conv_channels and (stem_channels or 2 ** len(conv_channels) != patch_size):
+            raise ValueError(
+                f"conv_channels={list(conv_channels)} halves the resolution {len(conv_channels)} times, so it needs "
+                f"patch_size={2 ** len(conv_channels)} (got {patch_size}) and stem_channels=0 (got {stem_channels})"
+            )
         self.gradient_checkpointing = False
         c, d, p = stem_channels, hidden_size, patch_size
         self.grid = sample_size // p
@@ -177,6 +211,26 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         for module in (self.final_ada, self.head[-1] if c else self.unpatchify):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
+        if conv_channels:
+            self._build_levels(conv_channels, in_channels, d)
+
+    def _build_levels(self, channels: tuple[int, ...], in_channels: int, d: int) -> None:
+        """U-Net levels around the transformer (as U-ViT / HDiT / simple diffusion): at each level a conditioned
+        residual block, then a 2x2 stride-2 conv down; the transformer runs on the coarsest grid; on the way up,
+        pixel-shuffle upsampling, the level's skip concatenated, a residual block; a zero-initialised output conv.
+        Pixel-exact outlines are drawn by full-resolution convolutions instead of a linear unpatchify."""
+        widths = (*channels, d)
+        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList(ResBlock(ch, ch, d) for ch in channels)
+        self.downsamples = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(len(channels)))
+        self.upsamples = nn.ModuleList(upsample(widths[i + 1], widths[i]) for i in range(len(channels)))
+        self.up_blocks = nn.ModuleList(ResBlock(2 * ch, ch, d) for ch in channels)
+        self.conv_out = nn.Sequential(
+            nn.GroupNorm(min(8, channels[0]), channels[0]), nn.SiLU(), nn.Conv2d(channels[0], in_channels, 3, padding=1)
+        )
+        nn.init.zeros_(self.conv_out[-1].weight)
+        nn.init.zeros_(self.conv_out[-1].bias)
+        del self.stem, self.patchify, self.unpatchify
 
     def text_layers(self, hidden_states) -> list[torch.Tensor | None]:
         """Which LM hidden state each block reads (hidden_states[0] is the embedding layer)."""
@@ -203,14 +257,22 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         if self.config.preconditioning == "edm":
             c_in, c_skip, c_out = (c.view(-1, 1, 1, 1).to(sample.dtype) for c in self._edm(timestep))
             sample = sample * c_in
-        stem = self.stem(sample)
-        x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
-        cond = self.time_mlp(timestep_embedding(timestep, x.shape[-1]).to(x.dtype))
+        cond = self.time_mlp(timestep_embedding(timestep, self.config.hidden_size).to(sample.dtype))
         mask = encoder_attention_mask.bool()
         if self.config.conditioning == "pooled":
             last = encoder_hidden_states[-1]
             pooled = (last * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-            cond = cond + self.pooled_mlp(pooled.to(x.dtype))
+            cond = cond + self.pooled_mlp(pooled.to(sample.dtype))
+        levels = bool(self.config.conv_channels)
+        if levels:
+            emb, skips, h_ = F.silu(cond), [], self.conv_in(sample)
+            for block, down in zip(self.down_blocks, self.downsamples):
+                skips.append(block(h_, emb))
+                h_ = down(skips[-1])
+            x = h_.flatten(2).transpose(1, 2) + self.pos
+        else:
+            stem = self.stem(sample)
+            x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
         modulation = self.ada(F.silu(cond)).view(b, 6, -1)
         for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states)):
             if text is not None:
@@ -228,10 +290,17 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             else:
                 x = block(*args)
         shift, scale = self.final_ada(F.silu(cond)).chunk(2, dim=-1)
-        x = self.unpatchify(modulate(self.final_norm(x), shift, scale))
-        c = stem.shape[1]
-        x = x.view(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
-        out = x if self.head is None else self.head(torch.cat([x, stem], dim=1))
+        x = modulate(self.final_norm(x), shift, scale)
+        if levels:
+            h_ = x.transpose(1, 2).reshape(b, -1, g, g)
+            for i in reversed(range(len(skips))):
+                h_ = self.up_blocks[i](torch.cat([self.upsamples[i](h_), skips[i]], dim=1), emb)
+            out = self.conv_out(h_)
+        else:
+            x = self.unpatchify(x)
+            c = stem.shape[1]
+            x = x.view(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+            out = x if self.head is None else self.head(torch.cat([x, stem], dim=1))
         if self.config.preconditioning == "edm":
             return c_skip * x_t + c_out * out
         return out

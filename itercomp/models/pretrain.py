@@ -94,6 +94,7 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
         text_dim=lm.config.hidden_size,
         num_layers=lm.config.num_hidden_layers,
         stem_channels=cfg.stem_channels,
+        conv_channels=tuple(cfg.conv_channels),
         conditioning=conditioning,
         prediction_type=cfg.prediction_type,
         mix_ffn=cfg.mix_ffn,
