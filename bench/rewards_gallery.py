@@ -13,8 +13,9 @@ Every stage goes through the code a user runs, with the settings the loop (`iter
               `annotation_app.simulate.simulate` with the loop's defaults (IterateConfig: simulated annotators,
               Plackett-Luce temperature, overlap), `annotation_app.interchange.export` -> rankings.jsonl.
 3. rewards    `itercomp rewards train --config recipes/configs/rewards_shapes.yaml --rankings ... --aspects A
-              --batch_rankings 4 --learning_rate 0.001` from scratch (no --init_from), one process per aspect,
-              JOBS at a time; further flags this script does not know are passed on (e.g. `--epochs 20`).
+              --batch_rankings 4 --learning_rate 0.001` from scratch, or with `--init-from DIR` refining the
+              models in DIR (the loop refines the shipped ones: --init-from itercomp/weights/rewards); one process
+              per aspect, JOBS at a time; further flags this script does not know are passed on (e.g. `--epochs 20`).
 4. eval       `itercomp rewards eval --models ... --rankings ... --split test`: per aspect, pairwise accuracy
               against the annotators' rankings and agreement with the oracle's noise-free ranking (every pair of
               a ranking's candidates whose oracle soft scores differ; exact ties give no pair) on test prompts.
@@ -81,12 +82,26 @@ def parse_args(argv=None):
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-rewards-gallery", help="work folder")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rewards_gallery.json")
     parser.add_argument("--fresh", action="store_true", help="delete --work first (no resuming)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="refine these reward models (<dir>/<aspect>/) on the gallery rankings instead of training from "
+        "scratch, as `itercomp iterate` does with the shipped ones (e.g. itercomp/weights/rewards)",
+    )
     args, train_flags = parser.parse_known_args(argv)
     for name in ("prompts_train", "prompts_val", "prompts_test", "images_per_prompt", "jobs", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if any(f in ("--init_from", "--rankings", "--output_dir", "--aspects", "--config") for f in train_flags):
-        parser.error("--init_from/--rankings/--output_dir/--aspects/--config are set by the benchmark")
+        parser.error(
+            "--init_from/--rankings/--output_dir/--aspects/--config are set by the benchmark (use --init-from)"
+        )
+    if args.init_from is not None:
+        missing = [a for a in REWARD_ASPECTS if not (args.init_from / a / "config.json").is_file()]
+        if missing:
+            parser.error(f"--init-from {args.init_from}: no reward model for {missing} (expected <dir>/<aspect>/)")
+        train_flags = ["--init_from", str(args.init_from.resolve()), *train_flags]
     args.train_flags = [*DEFAULT_TRAIN_FLAGS, *train_flags]
     return args
 
@@ -362,7 +377,7 @@ def main(argv=None) -> dict:
     ranked = run_stage("rankings", rank_dir, rankings_key, lambda: rank(args, gallery_dir, rank_dir), timings)
     rankings_file = args.work / ranked["rankings_file"]
 
-    models = args.work / "rewards"
+    models = args.work / ("rewards-refined" if args.init_from else "rewards")  # both share gallery and rankings
     train_key = {**rankings_key, "config": str(args.config), "config_text": args.config.read_text(),
                  "flags": args.train_flags}  # fmt: skip
     if stage_done(models, train_key) is None and (models / "done.json").is_file():
@@ -402,6 +417,7 @@ def main(argv=None) -> dict:
             "rankings_per_aspect": per_split,
             "train_config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
             "train_flags": args.train_flags,
+            "init_from": str(args.init_from) if args.init_from else None,
         },
         "gallery": gallery,
         "rankings": ranked,
