@@ -42,7 +42,7 @@ class PretrainConfig:
         default=(),
         metadata={
             "help": "U-Net levels around the transformer: conv channels per halving of the resolution "
-            "(e.g. 32,64 with patch_size 4); empty: linear patches"
+            "(e.g. --conv_channels 16 32 with patch_size 4); empty: linear patches"
         },
     )
     mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
