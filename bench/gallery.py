@@ -274,8 +274,12 @@ def main(argv: list[str] | None = None) -> int:
             report["accuracy"]["bench_command"] = command
         if "speed" in args.parts:
             report["speed"] = [
-                {**speed_comparison(work, args.sd_prompts, args.sd_images_per_prompt, int(steps), dtype,
-                                    args.sd_batch_size), "bench_command": command}  # fmt: skip
+                {
+                    **speed_comparison(
+                        work, args.sd_prompts, args.sd_images_per_prompt, int(steps), dtype, args.sd_batch_size
+                    ),
+                    "bench_command": command,
+                }  # fmt: skip
                 for dtype, steps in (setting.split(":") for setting in args.sd_settings)
             ]
     write_json(args.out, report)

@@ -92,7 +92,9 @@ def test_caption_states_save_load_and_select(tmp_path):
     reference, ref_mask = encode(lm, tokenizer, ["a green square", ""])
     assert hidden[1] is None and hidden[2] is None
     length = hidden[3].shape[1]
-    assert torch.allclose(hidden[3], reference[3][:, :length].half().float()) and torch.equal(mask, ref_mask[:, :length])
+    assert torch.allclose(hidden[3], reference[3][:, :length].half().float()) and torch.equal(
+        mask, ref_mask[:, :length]
+    )
     with pytest.raises(ValueError, match="not"):
         loaded.select([1])
 
@@ -270,6 +272,8 @@ def test_edm_loss_weights_noise_levels_between_velocity_and_x0():
     x0, noise = torch.zeros(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     output = torch.ones(2, 3, 4, 4)  # an x0 prediction off by 1 everywhere
     t = torch.tensor([0.1, 0.9])
-    per_t = [flow_loss(output[i : i + 1], x0[i : i + 1], noise[i : i + 1], t[i : i + 1], "sample", "edm") for i in (0, 1)]
+    per_t = [
+        flow_loss(output[i : i + 1], x0[i : i + 1], noise[i : i + 1], t[i : i + 1], "sample", "edm") for i in (0, 1)
+    ]
     # weight 1/c_out^2: ~1/t^2 at low noise, ~1/sigma_data^2 at high noise
     assert per_t[0] > 50 and 3 < per_t[1] < 6
