@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from itercomp.errors import ItercompError
 from itercomp.models.dit import CompositionDiT
 from itercomp.models.language import LanguageModelConfig, build_language_model, build_tokenizer, encode
 from itercomp.models.pipeline import ShapesDiTPipeline, dynamic_threshold
@@ -66,8 +67,6 @@ def test_conv_levels_round_trip_and_refuse_a_mismatched_patch_size(tmp_path):
     torch.testing.assert_close(dit(x, t, hidden_states, mask), loaded(x, t, hidden_states, mask))
     with pytest.raises(ValueError, match="patch_size=4"):
         CompositionDiT(patch_size=8, stem_channels=0, conv_channels=(8, 16))
-    from itercomp.errors import ItercompError
-
     with pytest.raises(ItercompError, match="patch_size=4"):
         PretrainConfig(patch_size=8, conv_channels=(8, 16))
 

@@ -230,6 +230,8 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         )
         nn.init.zeros_(self.conv_out[-1].weight)
         nn.init.zeros_(self.conv_out[-1].bias)
+        # Built after (then replacing) the linear patch path, so the random initialisation of every other module
+        # is the one the shipped run drew: `itercomp pretrain` with the same seed reproduces it.
         del self.stem, self.patchify, self.unpatchify
 
     def text_layers(self, hidden_states) -> list[torch.Tensor | None]:
