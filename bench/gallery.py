@@ -246,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         help="DTYPE:STEPS, one comparison each (both sides use the same); the first is the headline",
     )
     parser.add_argument("--sd-batch-size", type=int, default=32)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both ways (1: CPU time compares fairly on a shared machine; 2: all of this machine)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/gallery.json"))
     parser.add_argument(
         "--parts",
@@ -258,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     load_gallery(SHAPES_GALLERY)  # fail early on a broken spec
-    command = "OMP_NUM_THREADS=1 python bench/gallery.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    arguments = " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"OMP_NUM_THREADS={args.threads} python bench/gallery.py {arguments}"
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     missing = [part for part in ("accuracy", "speed") if part not in args.parts and part not in previous]
     if missing:

@@ -71,6 +71,41 @@ def test_conv_levels_round_trip_and_refuse_a_mismatched_patch_size(tmp_path):
         PretrainConfig(patch_size=8, conv_channels=(8, 16))
 
 
+def test_text_whitening_fits_every_lm_state_and_round_trips(tmp_path):
+    from itercomp.models.dit import whitening_from_covariance
+    from itercomp.models.pretrain import PromptStates
+
+    texts = ["a red circle above a blue cross", "a green square", "", "a small white triangle inside a red square"]
+    for conditioning in ("deep_fusion", "last_layer", "pooled"):
+        tokenizer, lm, dit, _ = _tiny(conditioning, layers=3, hidden=48, text_whitening=True)
+        mean, covariance = PromptStates(lm, tokenizer, texts, [1, 2, 3]).statistics()
+        hidden, mask = encode(lm, tokenizer, texts)
+        real = torch.stack([h.half().double()[mask] for h in hidden])  # (states, real tokens, width)
+        assert mean.shape == (4, 48) and covariance.shape == (4, 48, 48)
+        torch.testing.assert_close(mean[1:], real[1:].mean(1).float(), atol=1e-4, rtol=1e-4)
+        centred = real[1:] - real[1:].mean(1, keepdim=True)
+        torch.testing.assert_close(covariance[1:], centred.transpose(1, 2) @ centred / real.shape[1])
+        assert torch.equal(covariance[0], torch.eye(48, dtype=torch.float64))  # not kept
+
+        whitening = whitening_from_covariance(covariance, eps=1e-6)
+        white = (real[1:].float() - mean[1:, None]) @ whitening[1:]
+        top = torch.linalg.eigvalsh(torch.stack([w.T.cov() for w in white.double()]))[:, -1]
+        assert top.max() < 1.2  # no direction keeps more than unit variance
+
+        for p in dit.parameters():
+            p.data.normal_(0, 0.05)
+        x, t = torch.randn(4, 3, 32, 32), torch.tensor([900.0, 600.0, 300.0, 100.0])
+        before = dit(x, t, hidden, mask)
+        dit.set_text_statistics(mean, whitening)
+        after = dit(x, t, hidden, mask)
+        assert not torch.allclose(before, after), conditioning  # the statistics are used
+        dit.save_pretrained(tmp_path / conditioning)
+        loaded = CompositionDiT.from_pretrained(tmp_path / conditioning)
+        torch.testing.assert_close(loaded(x, t, hidden, mask), after)
+        with pytest.raises(ValueError, match="expected"):
+            dit.set_text_statistics(mean[:3], whitening[:3])
+
+
 def test_text_positions_refuse_a_prompt_longer_than_the_table():
     tokenizer, lm, dit, _ = _tiny(text_positions=True)
     hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
@@ -144,7 +179,13 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
 
     # the faster-converging options on, and the denoising probe every 2 steps
     cfg = _tiny_run_config(
-        tmp_path, mix_ffn=True, text_positions=True, preconditioning="edm", loss_space="edm", eval_every=2
+        tmp_path,
+        mix_ffn=True,
+        text_positions=True,
+        text_whitening=True,
+        preconditioning="edm",
+        loss_space="edm",
+        eval_every=2,
     )
     result = pretrain.run_pretrain(cfg)
     run = tmp_path / "run"
@@ -173,8 +214,11 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     assert (tmp_path / "weights" / "base" / "text_encoder").is_symlink()
     shipped = pretrain.load_member(tmp_path / "weights" / "base")
     original = pretrain.load_member(run / "members" / "base")
-    # fp16 on disk, fp32 in memory
+    # fp16 on disk, fp32 in memory; the text statistics were set from the captions and are kept exactly
     assert shipped.transformer.dtype == torch.float32 and shipped.text_encoder.dtype == torch.float32
+    assert torch.equal(shipped.transformer.text_whitening_matrix, original.transformer.text_whitening_matrix)
+    assert shipped.transformer.text_whitening_matrix.shape == (2, 32, 32)  # the two LM layers deep fusion reads
+    assert not torch.equal(shipped.transformer.text_whitening_matrix[0], torch.eye(32))
     kwargs = dict(num_inference_steps=2, guidance_scale=2.0, output_type="np")
     a = shipped(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images
     b = original(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images

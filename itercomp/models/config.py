@@ -45,6 +45,10 @@ class PretrainConfig:
             "(e.g. --conv_channels 16 32 with patch_size 4); empty: linear patches"
         },
     )
+    text_whitening: bool = field(
+        default=False,
+        metadata={"help": "whiten each LM layer's states with their mean and covariance over the training captions"},
+    )
     mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
     text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
     preconditioning: str = field(default="", metadata={"help": "'edm': x0 = c_skip x_t + c_out F (EDM); '': none"})

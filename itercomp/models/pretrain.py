@@ -24,7 +24,7 @@ from itercomp.errors import ItercompError
 from itercomp.io import write_json
 from itercomp.models.config import MEMBER_NAMES, PretrainConfig
 from itercomp.models.data import mirror_prompt
-from itercomp.models.dit import CompositionDiT
+from itercomp.models.dit import CompositionDiT, whitening_from_covariance
 from itercomp.models.language import (
     build_language_model,
     build_tokenizer,
@@ -95,6 +95,7 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
         num_layers=lm.config.num_hidden_layers,
         stem_channels=cfg.stem_channels,
         conv_channels=tuple(cfg.conv_channels),
+        text_whitening=cfg.text_whitening,
         conditioning=conditioning,
         prediction_type=cfg.prediction_type,
         mix_ffn=cfg.mix_ffn,
@@ -156,6 +157,26 @@ class PromptStates:
         picked.layers = list(layers)
         picked.states = self.states[:, [self.layers.index(k) for k in layers]].clone()
         return picked
+
+    def statistics(self, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (num_states, width) and covariance (num_states, width, width) of every LM hidden state over the
+        real tokens of all captions, as `CompositionDiT.set_text_statistics` reads them after whitening
+        (states not kept: mean 0, covariance I)."""
+        width = self.states.shape[-1]
+        total = torch.zeros(len(self.layers), width, dtype=torch.float64)
+        products, count = torch.zeros(len(self.layers), width, width, dtype=torch.float64), 0
+        for start in range(0, len(self.states), chunk):
+            mask = self.mask[start : start + chunk].bool()
+            tokens = self.states[start : start + chunk].transpose(1, 2)[mask].double()  # (tokens, layers, width)
+            total += tokens.sum(0)
+            products += torch.einsum("nli,nlj->lij", tokens, tokens)
+            count += len(tokens)
+        mean = total / count
+        covariance = products / count - mean[:, :, None] * mean[:, None, :]
+        full_mean = torch.zeros(self.num_states, width)
+        full_covariance = torch.eye(width, dtype=torch.float64).repeat(self.num_states, 1, 1)
+        full_mean[self.layers], full_covariance[self.layers] = mean.float(), covariance
+        return full_mean, full_covariance
 
     def __call__(self, texts: list[str]) -> tuple[tuple, torch.Tensor]:
         """(hidden states as `encode` gives them, None for layers not kept; mask), cut to the batch's length."""
@@ -220,6 +241,10 @@ def train_dit(
         prompt_states = PromptStates(lm, tokenizer, training_captions(cfg, prompts), layers)
     else:
         prompt_states = prompt_states.select(layers)
+    if cfg.text_whitening and start == 0:  # a resumed run has them in its checkpoint
+        mean, covariance = prompt_states.statistics()
+        for m in (model, ema):
+            m.set_text_statistics(mean, whitening_from_covariance(covariance))
     bar = tqdm(range(start, cfg.steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.steps)
     started = time.perf_counter()
     for step in bar:
@@ -395,7 +420,12 @@ def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
         tmp = dest / f"{path.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp)
-        pipe.transformer.to(dtype).save_pretrained(tmp / "transformer")
+        statistics = ("text_mean", "text_whitening_matrix")
+        exact = {k: v.clone() for k, v in pipe.transformer.named_buffers() if k in statistics}
+        transformer = pipe.transformer.to(dtype)
+        for name, value in exact.items():  # the whitening stays fp32 (64 KB per LM layer read)
+            getattr(transformer, name).data = value
+        transformer.save_pretrained(tmp / "transformer")
         for part in ("tokenizer", "text_encoder"):
             shutil.rmtree(tmp / part)
             (tmp / part).symlink_to(Path("..") / "lm" / part)
