@@ -106,6 +106,34 @@ def test_text_whitening_fits_every_lm_state_and_round_trips(tmp_path):
             dit.set_text_statistics(mean[:3], whitening[:3])
 
 
+def test_probe_caption_gap_is_zero_for_a_model_that_ignores_its_prompt():
+    from types import SimpleNamespace
+
+    from itercomp.models.evaluate import denoising_probe
+    from itercomp.world.render import render
+
+    class Stub(torch.nn.Module):  # predicts x0 = 0, plus (if it reads its prompt) a colour from its first colour word
+        def __init__(self, reads: bool):
+            super().__init__()
+            self.reads, self.config = reads, SimpleNamespace(prediction_type="sample")
+
+        def forward(self, x_t, t, hidden_states, mask):
+            colour = hidden_states[-1][:, 2, :3].tanh()[:, :, None, None] if self.reads else 0
+            return torch.zeros_like(x_t) + colour
+
+    tokenizer, lm, _, _ = _tiny()
+    prompts = [
+        "a red circle above a blue cross",
+        "a green square and a cyan cross",
+        "a white triangle inside a red square",
+    ]
+    images = np.stack([np.asarray(render(p, seed=0)) for p in prompts])
+    gap = {
+        reads: denoising_probe(Stub(reads), lm, tokenizer, images, prompts)["t=0.5"]["caption_gap"] for reads in (0, 1)
+    }
+    assert gap[0] == 0 and gap[1] != 0
+
+
 def test_text_positions_refuse_a_prompt_longer_than_the_table():
     tokenizer, lm, dit, _ = _tiny(text_positions=True)
     hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
@@ -193,7 +221,9 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     probes = [h["eval"] for h in json.loads((run / "dit_deep_fusion" / "history.json").read_text())["history"]
               if "eval" in h]  # fmt: skip
     assert len(probes) == 2 and set(probes[0]) == {"t=0.3", "t=0.5", "t=0.7", "t=0.9"}
-    assert all(0 <= p["oracle_accuracy"] <= 1 and p["x0_mse"] >= 0 for p in probes[-1].values())
+    assert all(
+        0 <= p["oracle_accuracy"] <= 1 and p["x0_mse"] >= 0 and p["caption_gap"] < 1 for p in probes[-1].values()
+    )
     assert set(result["members"]) == {"base", "pooled", "last_layer"}
     assert set(result["eval"]["base"]) - {"seconds"} == {
         "attribute_binding",

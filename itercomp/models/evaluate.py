@@ -49,21 +49,27 @@ NOISE_LEVELS = (0.3, 0.5, 0.7, 0.9)
 def denoising_probe(dit, lm, tokenizer, images: np.ndarray, prompts: list[str], noise_levels=NOISE_LEVELS, seed=0):
     """One-step clean-image estimates from noised ground truth, per noise level t: their x0 error and the
     oracle's accuracy on them. Cheap (one forward pass per level) and far less noisy than sampling, so it shows
-    early which noise levels a model has learned: low t is local denoising, high t is choosing the layout."""
+    early which noise levels a model has learned: low t is local denoising, high t is choosing the layout.
+    `caption_gap` is how much worse the x0 error gets when every image is given another image's caption:
+    how much the model reads its prompt (0 for a model that ignores it)."""
     from itercomp.models.language import encode
     from itercomp.models.training import flow_interpolate, output_to_x0
 
     x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     hidden_states, mask = encode(lm, tokenizer, list(prompts))
+    wrong = [h.roll(1, 0) for h in hidden_states], mask.roll(1, 0)  # image k gets caption k - 1
     result = {}
     for level in noise_levels:
         t = torch.full((len(x0),), float(level))
         x_t = flow_interpolate(x0, noise, t)
         estimate = output_to_x0(dit(x_t, t * 1000, hidden_states, mask), x_t, t, dit.config.prediction_type)
+        misled = output_to_x0(dit(x_t, t * 1000, *wrong), x_t, t, dit.config.prediction_type)
+        error, wrong_error = (estimate - x0).square().mean(), (misled - x0).square().mean()
         pixels = ((estimate.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         result[f"t={level}"] = {
-            "x0_mse": round(float((estimate - x0).square().mean()), 5),
+            "x0_mse": round(float(error), 5),
             "oracle_accuracy": round(float(np.mean([score(im, p).correct for im, p in zip(pixels, prompts)])), 3),
+            "caption_gap": round(float(1 - error / wrong_error), 4),
         }
     return result
