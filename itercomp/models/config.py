@@ -72,7 +72,8 @@ class PretrainConfig:
     mirror: bool = field(default=True, metadata={"help": "flip images left-right and swap left/right words"})
     checkpoint_every: int = field(default=250, metadata={"help": "DiT checkpoint interval (steps); resume point"})
     eval_every: int = field(
-        default=0, metadata={"help": "denoising probe (x0 error, oracle accuracy per noise level) every N steps"}
+        default=0,
+        metadata={"help": "denoising probe (x0 error, oracle accuracy, caption gap per noise level) every N steps"},
     )
     # sampling and evaluation
     num_inference_steps: int = field(default=20, metadata={"help": "sampler steps of the shipped pipelines"})
