@@ -94,7 +94,9 @@ def test_sample_then_score_round_trip(tmp_path, capsys):
     report = json.loads((tmp_path / "score.json").read_text())
     assert len(report["images"]) == 16
     assert all(s["accuracy"] == 1.0 for s in report["summary"].values())
-    assert "accuracy" in capsys.readouterr().out
+    assert all(row["failed"] == 0 and row["checked"] > 0 for row in report["predicates"].values())
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "what fails" in out
 
 
 def test_score_matches_t2i_compbench_names(tmp_path, capsys):

@@ -146,3 +146,19 @@ def test_layout_objects_stay_on_canvas():
     for seed in range(10):
         for placement in layout(scene, np.random.default_rng(seed)):
             assert placement.mask(32) is not None
+
+
+def test_predicate_failures_name_what_fails_and_what_alone_fails():
+    from itercomp.world.evaluate import predicate_failures, predicate_kind
+
+    prompt = "a red circle to the left of a blue square"
+    assert predicate_kind("red circle: shape circle") == "shape circle"
+    assert predicate_kind("red circle to the left of blue square") == "to the left of"
+    right = render(prompt, seed=0)
+    swapped = render("a red circle to the right of a blue square", seed=0)
+    no_square = render("a red circle to the left of a green square", seed=0)  # no blue square
+    images = [{"predicates": score(im, prompt).to_dict()["predicates"]} for im in (right, swapped, no_square)]
+    table = predicate_failures(images)
+    assert table["to the left of"] == {"checked": 3, "failed": 2, "sole_failure": 1}  # alone wrong in `swapped`
+    assert table["present"] == {"checked": 6, "failed": 1, "sole_failure": 0}
+    assert list(table)[0] == "to the left of"  # most failures first

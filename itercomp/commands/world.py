@@ -71,11 +71,13 @@ def sample(args) -> None:
 
 def score(args) -> None:
     from itercomp.io import write_json
-    from itercomp.world.evaluate import format_summary, load_prompts, score_folder
+    from itercomp.world.evaluate import format_predicates, format_summary, load_prompts, score_folder
 
     report = score_folder(load_prompts(args.prompts), args.images)
     write_json(args.out, report)
     print(format_summary(report["summary"]))
+    print("\nwhat fails (per predicate kind; 'only failure': images that this predicate alone makes wrong)")
+    print(format_predicates(report["predicates"]))
     if report["unmatched"]:
         print(f"{len(report['unmatched'])} images matched no prompt (listed under 'unmatched' in {args.out})")
     print(f"per-image verdicts: {args.out}")

@@ -80,7 +80,12 @@ def score_folder(prompts: list[dict], folder) -> dict:
     for prompt, file in pairs:
         verdict = score(Image.open(file), prompt["prompt"])
         images.append({"path": str(file), "prompt_id": prompt["id"], "aspect": prompt["aspect"], **verdict.to_dict()})
-    return {"summary": summarize(images), "unmatched": [str(f) for f in unmatched], "images": images}
+    return {
+        "summary": summarize(images),
+        "predicates": predicate_failures(images),
+        "unmatched": [str(f) for f in unmatched],
+        "images": images,
+    }
 
 
 def summarize(images: list[dict]) -> dict:
@@ -95,6 +100,37 @@ def summarize(images: list[dict]) -> dict:
         }
         for aspect, rows in sorted(groups.items())
     }
+
+
+def predicate_kind(name: str) -> str:
+    """What a predicate checks, without the objects: 'red circle: shape circle' -> 'shape circle',
+    'red circle: present' -> 'present', 'red circle to the left of blue square' -> 'to the left of'."""
+    if ": " in name:
+        return name.split(": ", 1)[1]
+    return " ".join(name.split()[2:-2])
+
+
+def predicate_failures(images: list[dict]) -> dict:
+    """Per predicate kind: how often it is checked, how often it fails, and in how many images it is the only
+    failure (fixing it alone would make the image correct). Sorted by failures, most first."""
+    table = defaultdict(lambda: {"checked": 0, "failed": 0, "sole_failure": 0})
+    for image in images:
+        failed = [predicate_kind(p["name"]) for p in image["predicates"] if not p["ok"]]
+        for p in image["predicates"]:
+            table[predicate_kind(p["name"])]["checked"] += 1
+        for kind in failed:
+            table[kind]["failed"] += 1
+        if len(failed) == 1:
+            table[failed[0]]["sole_failure"] += 1
+    return dict(sorted(table.items(), key=lambda kv: (-kv[1]["failed"], kv[0])))
+
+
+def format_predicates(predicates: dict, top: int = 12) -> str:
+    lines = [f"{'predicate':<26} {'checked':>7} {'failed':>7} {'only failure':>12}"]
+    for kind, row in list(predicates.items())[:top]:
+        share = row["failed"] / row["checked"]
+        lines.append(f"{kind:<26} {row['checked']:>7} {share:>7.0%} {row['sole_failure']:>12}")
+    return "\n".join(lines)
 
 
 def format_summary(summary: dict) -> str:
