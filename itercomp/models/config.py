@@ -79,6 +79,13 @@ class PretrainConfig:
     num_inference_steps: int = field(default=20, metadata={"help": "sampler steps of the shipped pipelines"})
     guidance_scale: float = field(default=3.0, metadata={"help": "classifier-free guidance of evaluation"})
     shift: float = field(default=1.0, metadata={"help": "timestep shift of the flow-matching scheduler"})
+    stochastic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "ancestral flow sampling: each step re-noises the x0 estimate with fresh noise instead of "
+            "following the ODE (diffusers' FlowMatchEulerDiscreteScheduler option)"
+        },
+    )
     eval_prompts: int = field(default=100, metadata={"help": "test prompts per aspect in the final evaluation"})
     eval_seeds: int = field(default=1, metadata={"help": "seeds per test prompt in the final evaluation"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})

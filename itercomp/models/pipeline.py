@@ -103,7 +103,9 @@ class ShapesDiTPipeline(DiffusionPipeline):
                 sigma = t / self.scheduler.config.num_train_timesteps
                 x0 = dynamic_threshold(latents - sigma * v, dynamic_thresholding_ratio)
                 v = (latents - x0) / sigma.clamp(min=1e-4)
-            latents = self.scheduler.step(v, t, latents).prev_sample
+            # A stochastic scheduler (`stochastic_sampling=True`: x0 re-noised with fresh noise at every step) draws
+            # that noise from the caller's generators, so a seeded call stays reproducible.
+            latents = self.scheduler.step(v, t, latents, generator=generator).prev_sample
         images = self.decode(latents)
         if output_type == "pt":
             out = images

@@ -106,7 +106,9 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
 
 
 def make_pipeline(tokenizer, lm, dit, cfg: PretrainConfig) -> ShapesDiTPipeline:
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=cfg.shift, stochastic_sampling=cfg.stochastic_sampling
+    )
     return ShapesDiTPipeline(tokenizer=tokenizer, text_encoder=lm, transformer=dit, scheduler=scheduler)
 
 
