@@ -64,7 +64,13 @@ def test_deep_fusion_reads_any_causal_lm_layer_count():
 
 
 @pytest.mark.parametrize(
-    "options", [{}, {"mix_ffn": True, "text_positions": True}, {"conv_channels": (8, 16), "stem_channels": 0}]
+    "options",
+    [
+        {},
+        {"mix_ffn": True, "text_positions": True},
+        {"conv_channels": (8, 16), "stem_channels": 0},
+        {"text_refiner_layers": 1, "text_whitening": True},
+    ],
 )
 def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
     for conditioning in ("deep_fusion", "last_layer", "pooled"):
@@ -74,6 +80,24 @@ def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
             p.data.normal_(0, 0.05)
         dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), hidden_states, mask).square().mean().backward()
         assert all(p.grad is not None for p in dit.parameters()), conditioning
+
+
+def test_text_refiner_lets_a_word_read_the_words_after_it_and_ignores_padding(tmp_path):
+    tokenizer, lm, dit, _ = _tiny(text_refiner_layers=1)
+    for p in dit.parameters():
+        p.data.normal_(0, 0.05)
+    prompts = ["a red circle to the left of a blue cross", "a red circle to the right of a blue cross", "a red circle"]
+    hidden, mask = encode(lm, tokenizer, prompts)
+    left, right, short = dit.text_layers(hidden, mask)[0]
+    red = 2  # <s> a red ...
+    assert torch.allclose(hidden[1][0, red], hidden[1][1, red])  # the causal LM: "red" cannot see the relation
+    assert not torch.allclose(left[red], right[red])  # refined: it can
+    alone, alone_mask = encode(lm, tokenizer, prompts[2:])
+    torch.testing.assert_close(dit.text_layers(alone, alone_mask)[0][0], short[: alone_mask.shape[1]])  # padding
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([700.0])
+    dit.save_pretrained(tmp_path)
+    loaded = CompositionDiT.from_pretrained(tmp_path)
+    torch.testing.assert_close(dit(x, t, alone, alone_mask), loaded(x, t, alone, alone_mask))
 
 
 def test_conv_levels_round_trip_and_refuse_a_mismatched_patch_size(tmp_path):
@@ -370,3 +394,54 @@ def test_edm_loss_weights_noise_levels_between_velocity_and_x0():
     ]
     # weight 1/c_out^2: ~1/t^2 at low noise, ~1/sigma_data^2 at high noise
     assert per_t[0] > 50 and 3 < per_t[1] < 6
+
+
+def test_posterior_mean_is_the_caption_mean_at_high_noise_and_the_source_render_at_low_noise():
+    from itercomp.models.training import flow_interpolate, flow_loss, posterior_mean
+
+    torch.manual_seed(0)
+    references = torch.rand(3, 4, 3, 8, 8) * 2 - 1  # 3 captions x 4 renders
+    x0, noise = references[:, 1], torch.randn(3, 3, 8, 8)
+    low, high = torch.full((3,), 0.02), torch.full((3,), 0.9999)
+    torch.testing.assert_close(posterior_mean(flow_interpolate(x0, noise, low), low, references), x0)
+    torch.testing.assert_close(
+        posterior_mean(flow_interpolate(x0, noise, high), high, references), references.mean(1), atol=2e-3, rtol=0
+    )
+    middle = torch.full((3,), 0.6)
+    target = posterior_mean(flow_interpolate(x0, noise, middle), middle, references)
+    assert target.min() >= -1 and target.max() <= 1  # a convex combination of the renders
+    # the loss pulls the x0 prediction to the target, not to the render that made x_t
+    assert flow_loss(target, x0, noise, middle, "sample", "x0", target=target) == 0
+    assert flow_loss(x0, x0, noise, middle, "sample", "x0", target=target) > 0
+    x_t = flow_interpolate(x0, noise, middle)
+    velocity = (x_t - target) / 0.6
+    assert flow_loss(velocity, x0, noise, middle, "velocity", "velocity", target=target) < 1e-10
+
+
+def test_renders_per_caption_groups_renders_of_one_prompt(tmp_path):
+    from itercomp.models.data import load_or_render, render_dataset
+
+    images, prompts = render_dataset(12, seed=1, workers=1, renders=3)
+    assert images.shape == (12, 32, 32, 3)
+    for k in range(0, 12, 3):
+        assert len(set(prompts[k : k + 3])) == 1  # one caption, three layouts
+        assert not np.array_equal(images[k], images[k + 1])
+    assert len(set(prompts)) == 4
+    with pytest.raises(ValueError, match="multiple"):
+        render_dataset(10, renders=3)
+    with pytest.raises(ItercompError, match="multiple"):
+        PretrainConfig(num_images=10, renders_per_caption=3)
+    path = tmp_path / "data.npz"
+    load_or_render(path, 12, seed=1, renders=3)
+    again, _ = load_or_render(path, 12, seed=1, renders=1)  # a cache of other renders per caption is redrawn
+    assert not np.array_equal(again, images)
+
+
+def test_pretrain_with_renders_per_caption_trains(tmp_path):
+    from itercomp.models import pretrain
+
+    cfg = _tiny_run_config(tmp_path, renders_per_caption=4, conditionings=("deep_fusion",), text_refiner_layers=1)
+    pretrain.run_pretrain(cfg)
+    history = json.loads((tmp_path / "run" / "dit_deep_fusion" / "history.json").read_text())["history"]
+    assert all(np.isfinite(h["loss"]) for h in history if "loss" in h)
+    assert (tmp_path / "run" / "members" / "base" / "done").is_file()

@@ -18,6 +18,14 @@ class PretrainConfig:
     output_dir: str = field(default="runs/pretrain", metadata={"help": "where every stage writes its output"})
     seed: int = field(default=0, metadata={"help": "seed of data, initialisation and batches"})
     num_images: int = field(default=40_000, metadata={"help": "ground-truth training renders (train split)"})
+    renders_per_caption: int = field(
+        default=1,
+        metadata={
+            "help": "draw each training caption this many times (num_images is a multiple of it); above 1 the DiT "
+            "learns the posterior mean over the caption's renders (stable target field), a lower-variance target "
+            "at high noise"
+        },
+    )
     canvas: int = field(default=32, metadata={"help": "image size in pixels"})
     # language model (a tiny Llama; the DiT gets one block per LM layer)
     lm_hidden_size: int = field(default=128, metadata={"help": "language model width"})
@@ -48,6 +56,10 @@ class PretrainConfig:
     text_whitening: bool = field(
         default=False,
         metadata={"help": "whiten each LM layer's states with their mean and covariance over the training captions"},
+    )
+    text_refiner_layers: int = field(
+        default=0,
+        metadata={"help": "bidirectional transformer layers over the prompt's LM states before the DiT reads them"},
     )
     mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
     text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
@@ -97,9 +109,21 @@ class PretrainConfig:
         unknown = [c for c in self.conditionings if c not in CONDITIONINGS]
         if unknown:
             raise ItercompError(f"unknown conditioning {unknown}; choose from {', '.join(CONDITIONINGS)}")
-        for name in ("steps", "batch_size", "num_images", "lm_steps", "eval_prompts", "eval_seeds"):
+        for name in (
+            "steps",
+            "batch_size",
+            "num_images",
+            "lm_steps",
+            "eval_prompts",
+            "eval_seeds",
+            "renders_per_caption",
+        ):
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_images % self.renders_per_caption:
+            raise ItercompError(
+                f"num_images={self.num_images} is not a multiple of renders_per_caption={self.renders_per_caption}"
+            )
         if self.prediction_type not in ("sample", "velocity"):
             raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
         if self.loss_space not in ("x0", "velocity", "edm"):

@@ -61,6 +61,67 @@ def whitening_from_covariance(covariance: torch.Tensor, eps: float = 1e-4) -> to
     return ((vectors * scale[..., None, :]) @ vectors.transpose(-1, -2)).float()
 
 
+def sincos_1d(length: int, dim: int) -> torch.Tensor:
+    """Fixed sine-cosine positions of a token sequence (length, dim), as the original Transformer."""
+    freqs = 1.0 / (10000 ** (torch.arange(dim // 2, dtype=torch.float32) / (dim // 2)))
+    args = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+class RefinerLayer(nn.Module):
+    """One pre-norm bidirectional transformer layer over text tokens. Positions enter the queries and keys only,
+    so the values (what the DiT reads) stay pure content; the output projections start at zero, so an untrained
+    refiner passes the (whitened) LM states through unchanged."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.qk = nn.Linear(dim, 2 * dim)
+        self.v = nn.Linear(dim, dim)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        for module in (self.out, self.mlp[-1]):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        q, k = (self._heads(t) for t in self.qk(h + positions).chunk(2, dim=-1))
+        attn = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), self._heads(self.v(h)), attn_mask=keep)
+        x = x + self.out(attn.transpose(1, 2).reshape(x.shape))
+        return x + self.mlp(self.norm2(x))
+
+
+class TextRefiner(nn.Module):
+    """Bidirectional self-attention over the prompt's tokens before the DiT reads them (the context refiner of
+    Lumina-Image 2.0, which also conditions on a decoder-only LM).
+
+    Why: a causal LM's colour word never sees the relation that follows it ("a red circle | to the left of a
+    blue square"), so no token says "red goes left" and the image cannot place it in one attention hop. A
+    refiner lets every word read the whole prompt. Positions are fixed sine-cosine (any prompt length); the
+    padding of a batch is masked out as keys."""
+
+    def __init__(self, dim: int, heads: int, layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(RefinerLayer(dim, heads) for _ in range(layers))
+
+    def forward(self, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        positions = sincos_1d(text.shape[1], text.shape[2]).to(text)
+        keep = mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            text = layer(text, positions, keep)
+        return text
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
@@ -175,6 +236,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         sigma_data: float = 0.5,
         conv_channels: tuple[int, ...] = (),
         text_whitening: bool = False,
+        text_refiner_layers: int = 0,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
@@ -236,6 +298,8 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             read = num_layers if conditioning == "deep_fusion" else 1
             self.register_buffer("text_mean", torch.zeros(read, text_dim))
             self.register_buffer("text_whitening_matrix", torch.eye(text_dim).repeat(read, 1, 1))
+        # Built last, so that without it the initialisation of every other module is unchanged.
+        self.text_refiner = TextRefiner(text_dim, num_heads, text_refiner_layers) if text_refiner_layers else None
 
     def _build_levels(self, channels: tuple[int, ...], in_channels: int, d: int) -> None:
         """U-Net levels around the transformer (as U-ViT / HDiT / simple diffusion): at each level a conditioned
@@ -281,8 +345,16 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             return state
         return (state - self.text_mean[row]) @ self.text_whitening_matrix[row]
 
-    def text_layers(self, hidden_states) -> list[torch.Tensor | None]:
-        """Which LM hidden state each block reads (hidden_states[0] is the embedding layer)."""
+    def _refine(self, states: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+        """The text refiner over each state read (one batched call; shared weights), if the DiT has one."""
+        if self.text_refiner is None:
+            return states
+        refined = self.text_refiner(torch.cat(states), mask.repeat(len(states), 1))
+        return list(refined.chunk(len(states)))
+
+    def text_layers(self, hidden_states, mask: torch.Tensor) -> list[torch.Tensor | None]:
+        """What each block reads: its LM hidden state (hidden_states[0] is the embedding layer), whitened and
+        refined."""
         mode = self.config.conditioning
         if mode == "deep_fusion":
             if len(hidden_states) != len(self.blocks) + 1:
@@ -290,9 +362,9 @@ class CompositionDiT(ModelMixin, ConfigMixin):
                     f"deep fusion needs one LM layer per DiT block: the LM gave {len(hidden_states) - 1} layers, "
                     f"the DiT has {len(self.blocks)} blocks; build the DiT with num_layers={len(hidden_states) - 1}"
                 )
-            return [self._whiten(h, i) for i, h in enumerate(hidden_states[1:])]
+            return self._refine([self._whiten(h, i) for i, h in enumerate(hidden_states[1:])], mask)
         if mode == "last_layer":
-            return [self._whiten(hidden_states[-1], 0)] * len(self.blocks)
+            return self._refine([self._whiten(hidden_states[-1], 0)], mask) * len(self.blocks)
         return [None] * len(self.blocks)
 
     def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
@@ -309,7 +381,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         cond = self.time_mlp(timestep_embedding(timestep, self.config.hidden_size).to(sample.dtype))
         mask = encoder_attention_mask.bool()
         if self.config.conditioning == "pooled":
-            last = self._whiten(encoder_hidden_states[-1], 0)
+            last = self._refine([self._whiten(encoder_hidden_states[-1], 0)], mask)[0]
             pooled = (last * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
             cond = cond + self.pooled_mlp(pooled.to(sample.dtype))
         levels = bool(self.config.conv_channels)
@@ -323,7 +395,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             stem = self.stem(sample)
             x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
         modulation = self.ada(F.silu(cond)).view(b, 6, -1)
-        for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states)):
+        for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states, mask)):
             if text is not None:
                 text = text.to(x.dtype)
                 if self.text_pos is not None:

@@ -33,7 +33,14 @@ from itercomp.models.language import (
     tokenize,
 )
 from itercomp.models.pipeline import ShapesDiTPipeline
-from itercomp.models.training import ema_decay, ema_update, flow_interpolate, flow_loss, sample_timesteps
+from itercomp.models.training import (
+    ema_decay,
+    ema_update,
+    flow_interpolate,
+    flow_loss,
+    posterior_mean,
+    sample_timesteps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +103,7 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
         stem_channels=cfg.stem_channels,
         conv_channels=tuple(cfg.conv_channels),
         text_whitening=cfg.text_whitening,
+        text_refiner_layers=cfg.text_refiner_layers,
         conditioning=conditioning,
         prediction_type=cfg.prediction_type,
         mix_ffn=cfg.mix_ffn,
@@ -256,16 +264,23 @@ def train_dit(
         idx = rng.integers(len(pixels), size=cfg.batch_size)
         x0 = pixels[idx]
         texts = [prompts[i] for i in idx]
+        renders = cfg.renders_per_caption
+        # The renders of each sample's caption (consecutive in the data), for the posterior-mean target.
+        references = pixels[(idx // renders * renders)[:, None] + np.arange(renders)] if renders > 1 else None
         if cfg.mirror:
             flip = rng.random(cfg.batch_size) < 0.5
             x0[flip] = x0[flip].flip(-1)
+            if references is not None:
+                references[flip] = references[flip].flip(-1)
             texts = [mirror_prompt(t) if f else t for t, f in zip(texts, flip)]
         texts = ["" if d else t for t, d in zip(texts, rng.random(cfg.batch_size) < cfg.caption_dropout)]
         hidden_states, mask = prompt_states(texts)
         t = sample_timesteps(cfg.batch_size, generator, cfg.timestep_mean, cfg.timestep_std)
         noise = torch.randn(x0.shape, generator=generator)
-        output = model(flow_interpolate(x0, noise, t), t * 1000, hidden_states, mask)
-        loss = flow_loss(output, x0, noise, t, cfg.prediction_type, cfg.loss_space, cfg.sigma_data)
+        x_t = flow_interpolate(x0, noise, t)
+        target = None if references is None else posterior_mean(x_t, t, references)
+        output = model(x_t, t * 1000, hidden_states, mask)
+        loss = flow_loss(output, x0, noise, t, cfg.prediction_type, cfg.loss_space, cfg.sigma_data, target)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()
@@ -350,7 +365,9 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> No
         from itercomp.models.data import load_or_render
 
         torch.set_num_threads(1)
-        images, prompts = load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas)
+        images, prompts = load_or_render(
+            root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas, cfg.renders_per_caption
+        )
         tokenizer, lm = train_language_model(cfg, prompts, root / "lm")
     states = encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt")
     ema = train_dit(
@@ -379,7 +396,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         write_json(timings_path, timings)
         return result
 
-    images, prompts = timed("data", lambda: load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas))
+    images, prompts = timed(
+        "data", lambda: load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas, cfg.renders_per_caption)
+    )
     tokenizer, lm = timed("language_model", lambda: train_language_model(cfg, prompts, root / "lm"))
     timed("caption_states", lambda: encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt"))
     members = {MEMBER_NAMES[c]: root / "members" / MEMBER_NAMES[c] for c in cfg.conditionings}
