@@ -61,8 +61,9 @@ def probe(pipe, prompts: list[str], noises: int, renders: int) -> dict:
     sensitivity = {t: [] for t in NOISE_LEVELS}
     ideal, hits, offsets = [], [], []
     for k, prompt in enumerate(prompts):
-        relation = parse(prompt).relations[0]
-        a, b = (parse(prompt).objects[i] for i in (relation.subject, relation.object))
+        scene = parse(prompt)
+        relation = scene.relations[0]
+        a, b = scene.objects[relation.subject], scene.objects[relation.object]
         flipped = prompt.replace(relation.name, FLIP[relation.name])
         mean = to_pixels([render(prompt, seed=s) for s in range(renders)]).mean(0)
         mean_flipped = to_pixels([render(flipped, seed=s) for s in range(renders)]).mean(0)

@@ -1,24 +1,14 @@
 """bench/relation_probe.py's statistic: positive for the layout the relation asks for, negative for its mirror, zero
 for a prompt-blind model; and the probe runs end to end on a tiny pipeline."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
+from bench_helpers import load_bench
 
 from itercomp.world import render
 
 
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "relation_probe.py"
-    spec = importlib.util.spec_from_file_location("relation_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_relation_statistic_scores_the_named_side_positive():
-    bench = load_bench()
+    bench = load_bench("relation_probe")
     prompt = "a large red square to the left of a large blue square"
     left = bench.to_pixels([render(prompt, seed=s) for s in range(8)]).mean(0)
     right = left.flip(-1)  # the same scenes mirrored: red right of blue
@@ -32,7 +22,7 @@ def test_probe_reports_a_prompt_blind_model_at_zero(tmp_path):
     from itercomp.models.language import LanguageModelConfig, build_language_model, build_tokenizer
     from itercomp.models.pretrain import PretrainConfig, build_dit, make_pipeline
 
-    bench = load_bench()
+    bench = load_bench("relation_probe")
     tokenizer = build_tokenizer()
     lm = build_language_model(len(tokenizer), LanguageModelConfig(hidden_size=32, num_layers=2, num_heads=2))
     cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8, num_inference_steps=2)

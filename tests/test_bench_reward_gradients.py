@@ -1,28 +1,19 @@
 """bench/reward_gradients.py's harness: it must register an improvement when a gradient points the right way, and
 its best-of-N pick must follow the reward model."""
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from bench_helpers import load_bench
 
 from itercomp.world import render
 
 PROMPTS = ["a red circle and a blue square", "a green triangle to the left of a white cross"]
 
 
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "reward_gradients.py"
-    spec = importlib.util.spec_from_file_location("reward_gradients", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ascent_toward_ground_truth_turns_blank_images_correct():
-    bench = load_bench()
+    bench = load_bench("reward_gradients")
     targets = bench.to_unit(np.stack([render(p, seed=k) for k, p in enumerate(PROMPTS)]))
     blank = torch.zeros_like(targets)
     assert bench.oracle(blank, PROMPTS)["accuracy"] == 0.0
@@ -34,7 +25,7 @@ def test_ascent_toward_ground_truth_turns_blank_images_correct():
 
 
 def test_best_of_n_takes_the_reward_models_pick():
-    bench = load_bench()
+    bench = load_bench("reward_gradients")
 
     class Pipe:  # seed 0 draws nothing, seed 1 the ground truth
         def __call__(self, prompts, generator, **kwargs):
@@ -53,7 +44,7 @@ def test_best_of_n_takes_the_reward_models_pick():
 
 
 def test_smoothing_off_returns_the_objective_itself():
-    bench = load_bench()
+    bench = load_bench("reward_gradients")
 
     def objective(y):
         return y.mean((1, 2, 3))

@@ -1,24 +1,14 @@
 """bench/reward_self_pairs.py's measures: pair agreement, best-of-N picks and the labels' accuracy."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from bench_helpers import load_bench
 
 from itercomp.io import read_jsonl
 from itercomp.world import generate_prompts
 
 
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "reward_self_pairs.py"
-    spec = importlib.util.spec_from_file_location("reward_self_pairs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_pair_agreement_counts_only_pairs_the_oracle_separates():
-    bench = load_bench()
+    bench = load_bench("reward_self_pairs")
     oracle = np.array([[0.9, 0.5], [0.4, 0.5], [0.1, 0.2]])  # seeds x prompts; prompt 1 has one tie (seeds 0, 1)
     assert bench.pair_agreement(oracle, oracle) == (5, 5)
     assert bench.pair_agreement(oracle, -oracle) == (0, 5)
@@ -27,21 +17,21 @@ def test_pair_agreement_counts_only_pairs_the_oracle_separates():
 
 
 def test_best_of_picks_by_reward_and_reports_first_and_best():
-    bench = load_bench()
+    bench = load_bench("reward_self_pairs")
     correct = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     rewards = np.array([[0.0, 0.0, 5.0], [1.0, 1.0, 0.0]])
     assert bench.best_of(correct, rewards) == {"reward_pick": 1 / 3, "first_seed": 1 / 3, "oracle_best": 2 / 3}
 
 
 def test_label_accuracy_of_a_ranking():
-    bench = load_bench()
+    bench = load_bench("reward_self_pairs")
     scores = {"a": 0.9, "b": 0.5, "c": 0.5, "d": 0.1}
     assert bench.label_accuracy(["a", "b", "c", "d"], scores) == (5, 5)  # b-c is a tie: skipped
     assert bench.label_accuracy(["d", "a", "b", "c"], scores) == (2, 5)
 
 
 def test_rankings_at_temperature_zero_follow_the_oracle(tmp_path):
-    bench = load_bench()
+    bench = load_bench("reward_self_pairs")
     prompt = "a red circle and a blue square"
     samples = [
         {
@@ -62,7 +52,7 @@ def test_rankings_at_temperature_zero_follow_the_oracle(tmp_path):
 
 
 def test_noisy_annotators_give_labels_near_chance(tmp_path):
-    bench = load_bench()
+    bench = load_bench("reward_self_pairs")
     rng = np.random.default_rng(1)  # not the bench's own stream (seed 0): its Gumbel draws would mirror these
     prompts = generate_prompts("spatial_relationship", "train", 100)
     samples = [

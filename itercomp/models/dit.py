@@ -32,18 +32,18 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def sincos_1d(length: int, dim: int) -> torch.Tensor:
+    """Fixed sine-cosine positions of a token sequence (length, dim), as the original Transformer."""
+    freqs = 1.0 / (10000 ** (torch.arange(dim // 2, dtype=torch.float32) / (dim // 2)))
+    args = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
 def sincos_2d(size: int, dim: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine positions for a size x size grid of tokens: half the channels per axis."""
-    coords = torch.arange(size, dtype=torch.float32)
-    quarter = dim // 4
-    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
-    y, x = torch.meshgrid(coords, coords, indexing="ij")
-
-    def axis(v):
-        args = v.reshape(-1, 1) * freqs[None]
-        return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
-
-    return torch.cat([axis(y), axis(x)], dim=1)
+    """Fixed 2-D sine-cosine positions for a size x size grid of tokens (row-major): half the channels per axis."""
+    axis = sincos_1d(size, dim // 2)
+    rows = torch.arange(size).repeat_interleave(size)
+    return torch.cat([axis[rows], axis[torch.arange(size).repeat(size)]], dim=1)
 
 
 def whitening_from_covariance(covariance: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -61,11 +61,10 @@ def whitening_from_covariance(covariance: torch.Tensor, eps: float = 1e-4) -> to
     return ((vectors * scale[..., None, :]) @ vectors.transpose(-1, -2)).float()
 
 
-def sincos_1d(length: int, dim: int) -> torch.Tensor:
-    """Fixed sine-cosine positions of a token sequence (length, dim), as the original Transformer."""
-    freqs = 1.0 / (10000 ** (torch.arange(dim // 2, dtype=torch.float32) / (dim // 2)))
-    args = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None]
-    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, D) -> (B, heads, N, D / heads), the layout scaled_dot_product_attention takes."""
+    b, n, d = x.shape
+    return x.view(b, n, heads, d // heads).transpose(1, 2)
 
 
 class RefinerLayer(nn.Module):
@@ -89,14 +88,12 @@ class RefinerLayer(nn.Module):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
-
     def forward(self, x: torch.Tensor, positions: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        q, k = (self._heads(t) for t in self.qk(h + positions).chunk(2, dim=-1))
-        attn = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), self._heads(self.v(h)), attn_mask=keep)
+        q, k = (split_heads(t, self.heads) for t in self.qk(h + positions).chunk(2, dim=-1))
+        attn = F.scaled_dot_product_attention(
+            self.q_norm(q), self.k_norm(k), split_heads(self.v(h), self.heads), attn_mask=keep
+        )
         x = x + self.out(attn.transpose(1, 2).reshape(x.shape))
         return x + self.mlp(self.norm2(x))
 
@@ -150,19 +147,15 @@ class Block(nn.Module):
         # adaLN-single (PixArt-alpha): the modulation comes from one shared MLP plus this per-block table.
         self.ada_table = nn.Parameter(torch.zeros(6, dim))
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
-
     def forward(self, x, modulation, text=None, text_mask=None):
         """`modulation` is (B, 6, dim) from the shared adaLN MLP; gates start at zero (adaLN-Zero)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (modulation + self.ada_table).unbind(dim=1)
         h = modulate(self.norm1(x), shift1, scale1)
-        q, k, v = (self._heads(t) for t in self.qkv(h).chunk(3, dim=-1))
+        q, k, v = (split_heads(t, self.heads) for t in self.qkv(h).chunk(3, dim=-1))
         q, k = self.q_norm(q), self.k_norm(k)
         mask = None
         if self.attend_text:
-            tk, tv = (self._heads(t) for t in self.text_kv(self.text_norm(text)).chunk(2, dim=-1))
+            tk, tv = (split_heads(t, self.heads) for t in self.text_kv(self.text_norm(text)).chunk(2, dim=-1))
             k = torch.cat([self.text_k_norm(tk), k], dim=2)
             v = torch.cat([tv, v], dim=2)
             keep = torch.cat([text_mask, text_mask.new_ones(x.shape[0], x.shape[1])], dim=1)
