@@ -10,7 +10,10 @@ On `--prompts` val spatial prompts "A <rel> B", two measurements per member:
   right layout scores positive. "ideal" is the same statistic of the mean of `--renders` ground-truth renders
   of each prompt (what E[x0 | prompt] is at t = 1).
 - the sampled layout: the share of images (both objects found) whose A-B centroid offset has the sign the
-  relation asks for (0.5 = the relation is ignored), and the mean offset along that axis in pixels.
+  relation asks for (0.5 = the relation is ignored), and the mean offset along that axis in pixels;
+- the flip test: the prompt and its flipped prompt sampled with the same seed; the share of pairs (both objects
+  found in both images) that put A and B in the same order along the relation's axis. A model that reads the
+  relation swaps them (0); one that ignores it draws the same layout (1).
 """
 
 from __future__ import annotations
@@ -52,14 +55,40 @@ def relation_statistic(difference: torch.Tensor, relation: str, color_a: str, co
     return sign * float((a_minus_b * along).mean())
 
 
+def centroids(image: np.ndarray, color_a: str, color_b: str):
+    """(A's centre, B's centre) as the oracle finds them, or None when either colour is missing."""
+    labels = segment(image)
+    blob_a, blob_b = find_blob(labels, color_a), find_blob(labels, color_b)
+    return None if blob_a is None or blob_b is None else (blob_a.center, blob_b.center)
+
+
 def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def sampled_layout(pipe, prompt: str, seed: int) -> tuple[float | None, bool | None]:
+    """Sample the prompt and its flipped prompt with the same seed: A's offset from B along the relation's axis
+    (positive = the named side) in the prompt's image, and whether the flipped prompt's image keeps A and B in the
+    same order. None where an object is missing."""
+    scene = parse(prompt)
+    relation = scene.relations[0]
+    a, b = scene.objects[relation.subject], scene.objects[relation.object]
+    generators = [torch.Generator().manual_seed(seed) for _ in range(2)]
+    images = pipe([prompt, prompt.replace(relation.name, FLIP[relation.name])], generator=generators, output_type="np")
+    found, found_flipped = (centroids(image, a.color, b.color) for image in images.images)
+    if found is None:
+        return None, None
+    axis, sign = axis_and_sign(relation.name)
+    offset = sign * float(found[0][axis] - found[1][axis])
+    if found_flipped is None:
+        return offset, None
+    return offset, bool(np.sign(offset) == np.sign(sign * (found_flipped[0][axis] - found_flipped[1][axis])))
 
 
 @torch.no_grad()
 def probe(pipe, prompts: list[str], noises: int, renders: int) -> dict:
     sensitivity = {t: [] for t in NOISE_LEVELS}
-    ideal, hits, offsets = [], [], []
+    ideal, hits, offsets, same_order = [], [], [], []
     for k, prompt in enumerate(prompts):
         scene = parse(prompt)
         relation = scene.relations[0]
@@ -74,14 +103,12 @@ def probe(pipe, prompts: list[str], noises: int, renders: int) -> dict:
             x0 = pipe.transformer(torch.cat([noise, noise]), torch.full((2 * noises,), t * 1000), hidden, mask)
             difference = (x0[:noises] - x0[noises:]).mean(0)
             sensitivity[t].append(relation_statistic(difference, relation.name, a.color, b.color))
-        image = pipe([prompt], generator=torch.Generator().manual_seed(k), output_type="np").images[0]
-        labels = segment(image)
-        blob_a, blob_b = find_blob(labels, a.color), find_blob(labels, b.color)
-        if blob_a is not None and blob_b is not None:
-            axis, sign = axis_and_sign(relation.name)
-            offset = sign * (blob_a.center[axis] - blob_b.center[axis])
+        offset, same = sampled_layout(pipe, prompt, seed=k)
+        if offset is not None:
             hits.append(offset > 0)
             offsets.append(offset)
+        if same is not None:
+            same_order.append(same)
     return {
         "ideal_sensitivity": float(np.mean(ideal)),
         "sensitivity": {f"t={t}": float(np.mean(v)) for t, v in sensitivity.items()},
@@ -89,6 +116,8 @@ def probe(pipe, prompts: list[str], noises: int, renders: int) -> dict:
         "sampled_sign_right": float(np.mean(hits)) if hits else None,
         "sampled_offset_px": float(np.mean(offsets)) if offsets else None,
         "sampled_pairs_found": len(hits),
+        "flip_same_order": float(np.mean(same_order)) if same_order else None,
+        "flip_pairs_found": len(same_order),
     }
 
 

@@ -32,3 +32,27 @@ def test_probe_reports_a_prompt_blind_model_at_zero(tmp_path):
     result = bench.probe(pipe, ["a red circle above a blue square"], noises=2, renders=4)
     assert result["ideal_sensitivity"] > 0
     assert all(v == 0 for v in result["sensitivity"].values())
+
+
+class _RenderingPipe:
+    """Stands in for a pipeline: draws ground truth for each prompt, or for `fixed` whatever it is asked."""
+
+    def __init__(self, fixed: str | None = None):
+        self.fixed = fixed
+
+    def __call__(self, prompts, generator, output_type):
+        from types import SimpleNamespace
+
+        import numpy as np
+
+        images = [render(self.fixed or p, seed=g.initial_seed()) for p, g in zip(prompts, generator)]
+        return SimpleNamespace(images=np.stack(images).astype(np.float32) / 255)
+
+
+def test_flip_test_tells_a_model_that_reads_the_relation_from_one_that_ignores_it():
+    bench = load_bench("relation_probe")
+    prompt = "a large red square above a large blue circle"
+    offset, same = bench.sampled_layout(_RenderingPipe(), prompt, seed=3)
+    assert offset > 0 and same is False  # reads it: A above B, and below B for the flipped prompt
+    offset, same = bench.sampled_layout(_RenderingPipe(fixed=prompt), prompt, seed=3)
+    assert offset > 0 and same is True  # ignores it: the same layout for both prompts
