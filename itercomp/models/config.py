@@ -78,6 +78,13 @@ class PretrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
     ema_max_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights that are shipped"})
+    mixed_precision: str = field(
+        default="no",
+        metadata={
+            "help": "'no' or 'bf16': autocast the DiT's forward pass to bfloat16 (weights, optimiser and loss stay "
+            "fp32); a step runs 14 percent faster on this CPU (bench/train_step.py)"
+        },
+    )
     caption_dropout: float = field(default=0.1, metadata={"help": "share of empty prompts, for guidance"})
     timestep_mean: float = field(default=0.0, metadata={"help": "logit-normal timestep location"})
     timestep_std: float = field(default=1.0, metadata={"help": "logit-normal timestep scale"})
@@ -128,6 +135,8 @@ class PretrainConfig:
             raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
         if self.loss_space not in ("x0", "velocity", "edm"):
             raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0', 'velocity' or 'edm'")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use 'no' or 'bf16'")
         if self.preconditioning not in ("", "edm"):
             raise ItercompError(f"preconditioning={self.preconditioning!r}; use 'edm' or '' (none)")
         if self.conv_channels and 2 ** len(self.conv_channels) != self.patch_size:

@@ -279,8 +279,9 @@ def train_dit(
         noise = torch.randn(x0.shape, generator=generator)
         x_t = flow_interpolate(x0, noise, t)
         target = None if references is None else posterior_mean(x_t, t, references)
-        output = model(x_t, t * 1000, hidden_states, mask)
-        loss = flow_loss(output, x0, noise, t, cfg.prediction_type, cfg.loss_space, cfg.sigma_data, target)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
+            output = model(x_t, t * 1000, hidden_states, mask)
+        loss = flow_loss(output.float(), x0, noise, t, cfg.prediction_type, cfg.loss_space, cfg.sigma_data, target)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()
