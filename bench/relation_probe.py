@@ -2,7 +2,7 @@
 
 python bench/relation_probe.py --prompts 40 --out bench/results/relation_probe.json [--member PATH ...]
 
-On `--prompts` val spatial prompts "A <rel> B", two measurements per member:
+On `--prompts` val spatial prompts "A <rel> B", three measurements per member:
 
 - relation sensitivity of the x0 prediction from pure noise (t = 1 and a few high noise levels, where the layout
   is decided): x0(prompt) - x0(prompt with the relation flipped, left <-> right, above <-> below), same noise,
