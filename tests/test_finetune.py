@@ -20,7 +20,7 @@ from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune import FeedbackConfig, FeedbackRunConfig, finetune
 from itercomp.finetune.adapters import make_adapter
-from itercomp.finetune.loss import feedback_loss, gradient_steps, refl_step_bounds
+from itercomp.finetune.loss import best_of, feedback_loss, gradient_steps, refl_step_bounds, weighted_reward
 from itercomp.finetune.prediction import vp_noisy, vp_target, x0_from_epsilon, x0_from_v
 from itercomp.finetune.regulariser import ArrayPairs, FolderPairs
 from itercomp.finetune.trainer import denoise
@@ -140,6 +140,16 @@ def test_draft_and_alignprop_windows_end_at_the_last_step():
         gradient_steps("dpo", 10, rng)
 
 
+def test_best_of_picks_each_prompts_highest_weighted_candidate():
+    rewards = {"a": torch.tensor([0.0, 1.0, 0.0, 5.0, 0.0, 0.0]), "b": torch.tensor([2.0, 0.0, 0.0, 0.0, 0.0, 3.0])}
+    scores = weighted_reward(rewards, {"a": 1.0, "b": 1.0})
+    assert best_of(scores, 3).tolist() == [0, 3]  # prompt 0: candidates 0-2, prompt 1: candidates 3-5
+    assert best_of(weighted_reward(rewards, {"a": 1.0, "b": 0.0}), 3).tolist() == [1, 3]  # b ignored
+    assert best_of(weighted_reward(rewards, {"a": 0.1, "b": 1.0}), 2).tolist() == [0, 3, 5]
+    with pytest.raises(ValueError, match="groups of 4"):
+        best_of(scores, 4)
+
+
 def test_x0_formulas_match_the_ddim_scheduler():
     from diffusers import DDIMScheduler
 
@@ -241,7 +251,8 @@ def test_finetune_changes_the_denoiser_only(kind, tmp_path):
     before_denoiser = snapshot(adapter.denoiser)
     frozen = {name: snapshot(m) for name, m in adapter.frozen_modules().items()}
     assert frozen, "a pipeline with no frozen part"
-    mode = {"flux": "draft", "sana": "alignprop"}.get(kind, "refl")  # every window on some family
+    # every window on some family, and select mode on a latent one
+    mode = {"flux": "draft", "sana": "alignprop", "stable_diffusion_xl": "select"}.get(kind, "refl")
     checkpointing = kind in ("shapes_velocity", "sd_v_prediction", "flux")  # and recomputed activations on some
     cfg = config(tmp_path, kind, grad_mode=mode, draft_k=2, gradient_checkpointing=checkpointing)
     metrics = finetune(pipe, channel_reward, PROMPTS, cfg)
@@ -397,6 +408,30 @@ def test_mean_reward_rises_in_the_shapes_world(tmp_path):
     assert after["attribute_binding"] > before["attribute_binding"] + 0.1
     losses = [h["loss"] for h in metrics["history"]]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_select_mode_makes_the_shapes_model_redder(tmp_path):
+    """Select mode with reward = mean red: training the denoising loss on the reddest of 4 samples per prompt
+    raises the fixed evaluation batch's reward, without any reward gradient."""
+    torch.set_num_threads(1)
+
+    def redness(images, prompts):
+        return dict.fromkeys(REWARD_ASPECTS, images[:, 0].mean((1, 2)).detach())  # no gradient to follow
+
+    cfg = config(
+        tmp_path,
+        grad_mode="select",
+        select_candidates=4,
+        max_steps=25,
+        batch_size=4,
+        eval_prompts=3,
+        ema_decay=0.0,
+        learning_rate=1e-2,
+    )
+    metrics = finetune(shapes_pipeline(), redness, PROMPTS, cfg)
+    before, after = metrics["eval"]["before"], metrics["eval"]["after"]
+    assert after["attribute_binding"] > before["attribute_binding"] + 0.05
+    assert all(h["grad_steps"] == [] and np.isfinite(h["loss"]) for h in metrics["history"])
 
 
 # ---- entry points ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import yaml
 from itercomp.errors import ItercompError
 from itercomp.world.vocab import REWARD_ASPECTS
 
-GRAD_MODES = ("refl", "draft", "alignprop")
+GRAD_MODES = ("refl", "draft", "alignprop", "select")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -46,8 +46,13 @@ class FeedbackConfig:
         default="refl",
         metadata={
             "help": "refl: one step drawn from grad_step_range, x0 predicted there (ImageReward/IterComp); "
-            "draft: the last draft_k steps (DRaFT-K); alignprop: the last K steps, K drawn from 1..alignprop_max_k"
+            "draft: the last draft_k steps (DRaFT-K); alignprop: the last K steps, K drawn from 1..alignprop_max_k; "
+            "select: no reward gradient -- sample select_candidates images per prompt, and train the denoising loss "
+            "on the one the reward models score highest (reward-ranked fine-tuning, as RAFT)"
         },
+    )
+    select_candidates: int = field(
+        default=4, metadata={"help": "select: images sampled per prompt, of which the best by weighted reward is kept"}
     )
     grad_step_range: tuple[float, float] = field(
         default=(0.75, 1.0),
@@ -138,7 +143,7 @@ class FeedbackConfig:
         if self.grad_mode not in GRAD_MODES:
             raise ItercompError(f"grad_mode={self.grad_mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
         positive = ("num_inference_steps", "max_steps", "batch_size", "gradient_accumulation_steps", "draft_k")
-        positive += ("lora_rank", "regulariser_samples")
+        positive += ("lora_rank", "regulariser_samples", "select_candidates")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -157,6 +162,8 @@ class FeedbackConfig:
             raise ItercompError(
                 f"draft_k={self.draft_k} exceeds num_inference_steps={self.num_inference_steps}; lower draft_k"
             )
+        if self.grad_mode == "select" and self.select_candidates < 2:
+            raise ItercompError("grad_mode=select needs select_candidates >= 2 to have a choice; e.g. 4")
         if self.alignprop_max_k is not None and self.alignprop_max_k > self.num_inference_steps:
             raise ItercompError(
                 f"alignprop_max_k={self.alignprop_max_k} exceeds num_inference_steps={self.num_inference_steps}"

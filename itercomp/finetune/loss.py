@@ -1,4 +1,5 @@
-"""The math of reward feedback as small pure functions: the hinge loss over aspects and the gradient window."""
+"""The math of reward feedback as small pure functions: the hinge loss over aspects, the gradient window, and the
+choice among candidates (select mode)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,17 @@ def gradient_steps(
     else:
         raise ValueError(f"mode={mode!r}; expected 'refl', 'draft' or 'alignprop'")
     return list(range(num_steps - k, num_steps))
+
+
+def weighted_reward(rewards: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """sum_a w_a * r_a per image: how select mode ranks one prompt's candidates."""
+    return torch.stack([weights[a] * r.float() for a, r in rewards.items() if weights.get(a)]).sum(0)
+
+
+def best_of(scores: torch.Tensor, candidates: int) -> torch.Tensor:
+    """Flat index of the best-scoring candidate of each prompt, for scores laid out prompt-major (prompt i's
+    candidates at i * candidates ... i * candidates + candidates - 1)."""
+    if scores.ndim != 1 or scores.numel() % candidates:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
+    groups = scores.view(-1, candidates)
+    return torch.arange(groups.shape[0], device=scores.device) * candidates + groups.argmax(1)

@@ -31,7 +31,7 @@ from itercomp.finetune.adapters import Conditioning, FeedbackAdapter, make_adapt
 from itercomp.finetune.config import FeedbackConfig
 from itercomp.finetune.ema import ParameterEMA
 from itercomp.finetune.lora import add_lora, merge_lora, save_lora
-from itercomp.finetune.loss import feedback_loss, gradient_steps, refl_step_bounds
+from itercomp.finetune.loss import best_of, feedback_loss, gradient_steps, refl_step_bounds, weighted_reward
 from itercomp.finetune.regulariser import PairSource, regulariser_from_config
 from itercomp.io import write_json
 
@@ -121,6 +121,25 @@ def evaluate(adapter, reward_fn, items, config: FeedbackConfig, accelerator) -> 
     adapter.model = model
     everything = gather_object(scores) if accelerator.num_processes > 1 else scores
     return {a: float(np.mean([s[a] for s in everything])) for a in everything[0]}
+
+
+@torch.no_grad()
+def sample_and_pick(adapter, reward_fn, prompts: list[str], generators, config: FeedbackConfig, accelerator):
+    """select mode: sample `len(generators) // len(prompts)` candidates per prompt (generators prompt-major) with
+    the full chain and no gradient, score them, and return the best candidate of each prompt (images in [0, 1])
+    with every candidate's rewards."""
+    candidates = len(generators) // len(prompts)
+    repeated = [p for p in prompts for _ in range(candidates)]
+    cond = adapter.encode(repeated, guidance=config.guidance_scale != 1)
+    latents = adapter.initial_latents(generators)
+    adapter.set_timesteps(config.num_inference_steps)
+    steps = range(config.num_inference_steps)
+    with accelerator.autocast():
+        images = adapter.decode(denoise(adapter, latents, cond, steps, config.guidance_scale, score_last=True))
+        images = images.float().clamp(0, 1)
+        rewards = check_rewards(reward_fn(images, repeated), len(repeated), config.reward_weights)
+    best = best_of(weighted_reward(rewards, config.reward_weights), candidates)
+    return images[best], rewards
 
 
 def _eval_items(prompts: list[str], config: FeedbackConfig) -> list[tuple[str, int]]:
@@ -217,8 +236,10 @@ def finetune(
         window = f"refl: one gradient step in {first}..{last} of {config.num_inference_steps}"
     elif config.grad_mode == "draft":
         window = f"draft: the last {config.draft_k} of {config.num_inference_steps} steps"
-    else:
+    elif config.grad_mode == "alignprop":
         window = f"alignprop: the last 1..{config.alignprop_max_k or config.num_inference_steps} steps"
+    else:
+        window = f"select: the best of {config.select_candidates} samples per prompt, denoising loss on it"
     accelerator.print(
         f"reward fine-tuning {type(pipe).__name__} ({type(denoiser).__name__}) | {len(prompts)} prompts | "
         f"{world} process(es) x {config.batch_size} images x {micro_batches} accumulation = "
@@ -233,6 +254,18 @@ def finetune(
             else ""
         )
     )
+
+    def regularised(feedback: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(feedback + pretrain_loss_weight * the denoising loss on regulariser pairs, that denoising loss)."""
+        if not use_regulariser:
+            return feedback, torch.zeros((), device=accelerator.device)
+        pairs, pair_prompts = regulariser_data.sample(regulariser_batch, rng)
+        if pairs.shape[-1] != adapter.resolution or pairs.shape[-2] != adapter.resolution:
+            size = (adapter.resolution, adapter.resolution)
+            pairs = F.interpolate(pairs, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        pretrain_loss = adapter.pretrain_loss(pairs, pair_prompts, generator)
+        return feedback + config.pretrain_loss_weight * pretrain_loss, pretrain_loss
 
     started = time.perf_counter()
     micro_batches_run = 0
@@ -250,44 +283,47 @@ def finetune(
         reward_sums: dict[str, float] = {}
         windows = []
         for micro in range(micro_batches):
-            #### SAMPLING ####
             # prompts and noise differ per process; the window is shared so every process runs the same steps
             rng = np.random.default_rng([config.seed, step, micro, rank])
             idx = rng.choice(len(prompts), size=config.batch_size, replace=len(prompts) < config.batch_size)
             batch_prompts = [prompts[i] for i in idx]
-            generators = [torch.Generator().manual_seed(int(s)) for s in rng.integers(2**31, size=len(idx))]
-            grad_window = gradient_steps(
-                config.grad_mode,
-                config.num_inference_steps,
-                np.random.default_rng([config.seed, step, micro]),
-                config.grad_step_range,
-                config.draft_k,
-                config.alignprop_max_k,
-            )
+            if config.grad_mode == "select":
+                #### SAMPLING: candidates, scored, the best kept ####
+                seeds = rng.integers(2**31, size=len(idx) * config.select_candidates)
+                generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+                picks, rewards = sample_and_pick(adapter, reward_fn, batch_prompts, generators, config, accelerator)
+                grad_window = []
+            else:
+                #### SAMPLING: up to the window, without gradient ####
+                generators = [torch.Generator().manual_seed(int(s)) for s in rng.integers(2**31, size=len(idx))]
+                grad_window = gradient_steps(
+                    config.grad_mode,
+                    config.num_inference_steps,
+                    np.random.default_rng([config.seed, step, micro]),
+                    config.grad_step_range,
+                    config.draft_k,
+                    config.alignprop_max_k,
+                )
+                cond = adapter.encode(batch_prompts, guidance=guided)
+                latents = adapter.initial_latents(generators)
+                adapter.set_timesteps(config.num_inference_steps)
+                with torch.no_grad():
+                    latents = denoise(adapter, latents, cond, range(grad_window[0]), config.guidance_scale, False)
             windows.append(grad_window)
-            cond = adapter.encode(batch_prompts, guidance=guided)
-            latents = adapter.initial_latents(generators)
-            adapter.set_timesteps(config.num_inference_steps)
-            with torch.no_grad():
-                latents = denoise(adapter, latents, cond, range(grad_window[0]), config.guidance_scale, False)
 
             #### TRAINING ####
             last = micro == micro_batches - 1
             with accelerator.no_sync(model) if not last else contextlib.nullcontext(), accelerator.autocast():
-                x0 = denoise(adapter, latents, cond, grad_window, grad_guidance, score_last=True)
-                images = adapter.decode(x0).float()
-                rewards = check_rewards(reward_fn(images, batch_prompts), len(batch_prompts), weights)
-                reward_loss = feedback_loss(rewards, weights, config.reward_hinge, config.reward_loss_scale)
-                loss = reward_loss
-                pretrain_loss = torch.zeros((), device=accelerator.device)
-                if use_regulariser:
-                    pairs, pair_prompts = regulariser_data.sample(regulariser_batch, rng)
-                    if pairs.shape[-1] != adapter.resolution or pairs.shape[-2] != adapter.resolution:
-                        size = (adapter.resolution, adapter.resolution)
-                        pairs = F.interpolate(pairs, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+                if config.grad_mode == "select":
+                    # the feedback term of select mode: the denoising loss on the reward models' picks
                     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-                    pretrain_loss = adapter.pretrain_loss(pairs, pair_prompts, generator)
-                    loss = loss + config.pretrain_loss_weight * pretrain_loss
+                    reward_loss = adapter.pretrain_loss(picks, batch_prompts, generator)
+                else:
+                    x0 = denoise(adapter, latents, cond, grad_window, grad_guidance, score_last=True)
+                    images = adapter.decode(x0).float()
+                    rewards = check_rewards(reward_fn(images, batch_prompts), len(batch_prompts), weights)
+                    reward_loss = feedback_loss(rewards, weights, config.reward_hinge, config.reward_loss_scale)
+                loss, pretrain_loss = regularised(reward_loss, rng)
                 accelerator.backward(loss / micro_batches)
             totals += torch.stack([loss.detach(), reward_loss.detach(), pretrain_loss.detach()]).float() / micro_batches
             for aspect, r in rewards.items():
