@@ -95,6 +95,20 @@ def _replace_dir(final: Path, write: Callable[[Path], None]) -> None:
 
 
 @torch.no_grad()
+def sample_and_score(adapter, reward_fn, prompts: list[str], generators, config: FeedbackConfig, accelerator):
+    """One image per (prompt, generator) with the full sampling chain and no gradient, and its rewards."""
+    cond = adapter.encode(prompts, guidance=config.guidance_scale != 1)
+    latents = adapter.initial_latents(generators)
+    adapter.set_timesteps(config.num_inference_steps)
+    steps = range(config.num_inference_steps)
+    with accelerator.autocast():
+        images = adapter.decode(denoise(adapter, latents, cond, steps, config.guidance_scale, score_last=True))
+        images = images.float()
+        rewards = check_rewards(reward_fn(images, prompts), len(prompts), config.reward_weights)
+    return images, rewards
+
+
+@torch.no_grad()
 def evaluate(adapter, reward_fn, items, config: FeedbackConfig, accelerator) -> dict[str, float]:
     """Mean reward per aspect over the fixed evaluation batch (prompt, seed), full sampling chain, no gradient.
     Each process scores a share of the batch; the means cover all of it."""
@@ -110,13 +124,7 @@ def evaluate(adapter, reward_fn, items, config: FeedbackConfig, accelerator) -> 
         chunk = mine[k : k + config.batch_size]
         prompts = [p for p, _ in chunk]
         generators = [torch.Generator().manual_seed(s) for _, s in chunk]
-        cond = adapter.encode(prompts, guidance=config.guidance_scale != 1)
-        latents = adapter.initial_latents(generators)
-        adapter.set_timesteps(config.num_inference_steps)
-        steps = range(config.num_inference_steps)
-        with accelerator.autocast():
-            images = adapter.decode(denoise(adapter, latents, cond, steps, config.guidance_scale, score_last=True))
-            rewards = check_rewards(reward_fn(images.float(), prompts), len(prompts), config.reward_weights)
+        _, rewards = sample_and_score(adapter, reward_fn, prompts, generators, config, accelerator)
         scores += [{a: float(r[j]) for a, r in rewards.items()} for j in range(len(prompts))]
     adapter.model = model
     everything = gather_object(scores) if accelerator.num_processes > 1 else scores
@@ -130,16 +138,9 @@ def sample_and_pick(adapter, reward_fn, prompts: list[str], generators, config: 
     with every candidate's rewards."""
     candidates = len(generators) // len(prompts)
     repeated = [p for p in prompts for _ in range(candidates)]
-    cond = adapter.encode(repeated, guidance=config.guidance_scale != 1)
-    latents = adapter.initial_latents(generators)
-    adapter.set_timesteps(config.num_inference_steps)
-    steps = range(config.num_inference_steps)
-    with accelerator.autocast():
-        images = adapter.decode(denoise(adapter, latents, cond, steps, config.guidance_scale, score_last=True))
-        images = images.float().clamp(0, 1)
-        rewards = check_rewards(reward_fn(images, repeated), len(repeated), config.reward_weights)
+    images, rewards = sample_and_score(adapter, reward_fn, repeated, generators, config, accelerator)
     best = best_of(weighted_reward(rewards, config.reward_weights), candidates)
-    return images[best], rewards
+    return images[best].clamp(0, 1), rewards
 
 
 def _eval_items(prompts: list[str], config: FeedbackConfig) -> list[tuple[str, int]]:
