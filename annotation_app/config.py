@@ -29,11 +29,29 @@ class AppConfig:
     # A ranking of 12 candidates is < 2 KB; anything near this limit is not a ranking.
     max_body_bytes: int = 64 * 1024
     title: str = "itercomp · rank images"
+    token_hours: float = field(
+        default=12.0,
+        metadata={"help": "an API token or a ranking-page login lasts this long (a working day); then log in again"},
+    )
+    # Failed logins within `login_window_seconds` before further logins are refused: per annotator name (few:
+    # guessing one account) and per client address (more: annotators behind one NAT share an address and mistype).
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_window_seconds: float = 15 * 60
+
+    @property
+    def token_seconds(self) -> float:
+        return self.token_hours * 3600
 
     def __post_init__(self):
         if self.overlap < 1:
             raise ItercompError(f"--overlap must be >= 1 (annotators per task), got {self.overlap}")
         if self.task_aspects not in TASK_ASPECT_POLICIES:
             raise ItercompError(f"--task-aspects must be one of {TASK_ASPECT_POLICIES}, got {self.task_aspects!r}")
+        if not self.token_hours > 0:
+            raise ItercompError(f"token_hours must be > 0 (how long a login lasts), got {self.token_hours}")
+        for name in ("login_failures_per_user", "login_failures_per_address", "login_window_seconds"):
+            if not getattr(self, name) > 0:
+                raise ItercompError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.gallery_run is not None:
             self.gallery_run = Path(self.gallery_run)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotation_app.store import Store, StoredRanking, SubmissionError
-from annotation_app.tasks import TaskSpec
+from annotation_app.tasks import TaskSpec, inside
 from itercomp.errors import ItercompError, PromptError
 from itercomp.io import atomic_open, sha256_file, write_json
 from itercomp.records import Candidate, image_id
@@ -225,8 +225,8 @@ def read_entries(path: str | Path) -> list[dict]:
     return data
 
 
-def _candidate(generator: str, prompt_id: str, path: str, root: Path) -> Candidate:
-    full = Path(path) if Path(path).is_absolute() else root / path
+def _candidate(generator: str, prompt_id: str, path: str, root: Path, where: str) -> Candidate:
+    full = inside(root, path, where)  # the server shows imported images to annotators: nothing outside `root`
     sha = sha256_file(full) if full.is_file() else ""  # images need not be present to import rankings
     return Candidate(image_id(prompt_id, generator, 0), generator, 0, path, sha)
 
@@ -249,7 +249,7 @@ def parse_itercomp(entries: list[dict], aspect: str, root: Path, source: str) ->
                 f"{where}: 'rank' must list each 1-based gallery index 1..{n} once, best first, got {rank!r}"
             )
         pid = generic_prompt_id(prompt)
-        candidates = [_candidate(model, pid, path, root) for model, path in gallery]
+        candidates = [_candidate(model, pid, path, root, f"{where} image_{model}") for model, path in gallery]
         task = TaskSpec(pid, prompt, aspect, candidates, prompt_aspect=aspect, gallery_dir=str(root))
         out.append(ImportedRanking(task, [candidates[r - 1].image_id for r in rank], None, where))
     return out
@@ -276,7 +276,9 @@ def parse_imagereward(entries: list[dict], aspect: str, root: Path, source: str)
                 f"{where}: 'ranking' must give one integer rank per image ({len(images)}), got {ranking!r}"
             )
         pid = str(entry.get("prompt_id") or generic_prompt_id(prompt))
-        candidates = [_candidate(f"image{i}", pid, path, root) for i, path in enumerate(images)]
+        candidates = [
+            _candidate(f"image{i}", pid, path, root, f"{where} generations[{i}]") for i, path in enumerate(images)
+        ]
         position = sorted(range(len(images)), key=lambda i: (ranking[i], i))
         dense = {value: d for d, value in enumerate(sorted(set(ranking)), 1)}
         task = TaskSpec(pid, prompt, aspect, candidates, prompt_aspect=aspect, gallery_dir=str(root))
@@ -298,7 +300,9 @@ def import_file(
     images_root: str | Path | None = None,
     round: int = 0,
 ) -> dict:
-    """Read one file and store its rankings as `annotator` (kind "imported"). Importing again adds nothing."""
+    """Read one file and store its rankings as `annotator` (kind "imported"), all or nothing: a refused file
+    writes nothing. Importing again adds nothing. Image paths must stay inside `images_root` (default: the
+    file's folder)."""
     if fmt not in FORMATS:
         raise ItercompError(f"--format must be one of {FORMATS}, got {fmt!r}")
     if aspect not in REWARD_ASPECTS:
@@ -307,36 +311,27 @@ def import_file(
     root = Path(images_root).resolve() if images_root else path.resolve().parent
     parse = parse_itercomp if fmt == "itercomp" else parse_imagereward
     parsed = parse(read_entries(path), aspect, root, path.name)
-    seen: dict[str, ImportedRanking] = {}
+    if not parsed:
+        raise ItercompError(f"{path} holds no rankings; nothing was imported")
+    seen: dict[str, int] = {}  # prompt id -> index of its task in `specs`
+    specs: list[TaskSpec] = []
     for item in parsed:
-        first = seen.setdefault(item.task.prompt_id, item)
-        if first is not item and first.task.candidate_ids != item.task.candidate_ids:
+        index = seen.setdefault(item.task.prompt_id, len(specs))
+        if index == len(specs):
+            specs.append(item.task)
+        elif specs[index].candidate_ids != item.task.candidate_ids:
+            first = next(p for p in parsed if p.task is specs[index])
             raise ItercompError(
                 f"{item.source} ranks prompt {item.task.prompt!r} again with other images than {first.source}; "
                 "split the file or import it into another --round"
             )
-    annotator = annotator or f"{fmt}-import"
-    store.ensure_annotator(annotator, "imported")
-    added_tasks, _ = store.add_tasks([item.task for item in seen.values()], round=round)
-    done = store.ranked_task_ids(annotator)
-    added = present = 0
-    for item in parsed:
-        task_id = store.find_task(round, item.task.prompt_id, aspect)
-        if task_id in done:
-            present += 1
-            continue
-        assignment = store.issue_key(annotator, task_id)
-        try:
-            store.submit(annotator, assignment.key, item.order, ranks=item.ranks)
-        except SubmissionError as e:
-            raise ItercompError(f"{item.source}: {e.message}") from None
-        done.add(task_id)
-        added += 1
+    items = [(seen[item.task.prompt_id], item.order, item.ranks) for item in parsed]
+    try:
+        result = store.import_rankings(annotator or f"{fmt}-import", specs, items, round=round)
+    except SubmissionError as e:
+        where = parsed[e.index].source if e.index is not None else str(path)
+        raise ItercompError(f"{where}: {e.message}; nothing was imported") from None
+    except ItercompError as e:
+        raise ItercompError(f"{e}; nothing was imported from {path}") from None
     ties = sum(1 for item in parsed if item.ranks is not None and len(set(item.ranks)) < len(item.ranks))
-    return {
-        "entries": len(parsed),
-        "added": added,
-        "already_there": present,
-        "tasks_added": added_tasks,
-        "with_ties": ties,
-    }
+    return {"entries": len(parsed), **result, "with_ties": ties}

@@ -282,7 +282,8 @@ def run_load(workdir: str | Path, config: LoadConfig | None = None) -> dict:
     for key, (name, prompt_id, aspect, order, ranking_id) in sent.items():
         for s in by_key.get(key, []):
             r = s.ranking
-            if (r.annotator, r.prompt_id, r.aspect, r.order, s.id) != (name, prompt_id, aspect, order, ranking_id):
+            served = [store.slots(s.task_id)[i] for i in r.order]  # clients rank the blind ids they were served
+            if (r.annotator, r.prompt_id, r.aspect, served, s.id) != (name, prompt_id, aspect, order, ranking_id):
                 mismatched.append(key)
     pairs = [(s.ranking.annotator, s.task_id) for s in stored]
     requests = sum(log.requests for log in logs)

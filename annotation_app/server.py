@@ -1,18 +1,22 @@
 """The annotation server: FastAPI with the JSON API under /api and the Gradio ranking page mounted at /.
 
-Run one process: Gradio keeps logins in process memory (several workers would not share them). The database
-may be shared with other processes (simulators, importers, exports) at any time.
+Run one process: Gradio keeps its page state in process memory (several workers would not share it). Logins of
+both the API and the page are tokens in the database, so a password reset (`itercomp annotate add-user --reset`,
+from any process) or a token's expiry ends them at the next request. The database may be shared with other
+processes (simulators, importers, exports) at any time.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
+from gradio.routes import App as GradioApp
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Mount
 
 from annotation_app.api import api_router, install_error_handlers
+from annotation_app.auth import CLIENT_ADDRESS, Attempt, ClientAddressMiddleware, LoginLimiter, PageSessions
 from annotation_app.config import AppConfig
 from annotation_app.store import Store
 from annotation_app.tasks import load_gallery
@@ -31,31 +35,59 @@ def create_app(config: AppConfig, store: Store | None = None) -> FastAPI:
     app = FastAPI(title="itercomp annotation", docs_url="/api/docs", openapi_url="/api/openapi.json")
     app.state.store = store
     app.state.config = config
+    app.add_middleware(ClientAddressMiddleware)
     install_error_handlers(app)
-    app.include_router(api_router(store, config))
+    limiter = LoginLimiter.of(config)  # one count of failed logins for the API and the page
+    app.include_router(api_router(store, config, limiter))
 
-    galleries = sorted({store.task(t).gallery_dir for t in store.task_ids(config.round)} - {""})
-    # Images are served in place, and only to logged-in users.
-    gr.set_static_paths([Path(g) for g in galleries])
+    # No static paths: the page shows images as pixels re-encoded per task (annotation_app.images), never the
+    # gallery's files, whose names, folders, metadata and manifest name the generators.
     demo = build_ui(store, config, slot_count(store, config.round))
     demo.queue(default_concurrency_limit=None)
 
     async def check_login(username: str, password: str) -> bool:
+        attempt = limiter.begin(username, CLIENT_ADDRESS.get())
+        if not isinstance(attempt, Attempt):
+            return False  # over the limit of failed logins: refused without looking at the password
         # PBKDF2 takes ~40 ms: keep it off the event loop.
-        return await run_in_threadpool(store.check_password, username, password)
+        ok = await run_in_threadpool(store.check_password, username, password)
+        if ok:
+            limiter.succeeded(attempt)
+        return ok
 
-    return gr.mount_gradio_app(
+    # Declared before Gradio is mounted at /, so that it answers /logout instead of Gradio's own route (which would
+    # look for the session among tokens kept in memory).
+    @app.get("/logout", include_in_schema=False)
+    def logout(request: Request):
+        """End this page session and go back to the login form."""
+        gradio_app = gradio_app_of(request.app)
+        response = RedirectResponse(url="/", status_code=302)
+        for cookie in (f"access-token-{gradio_app.cookie_id}", f"access-token-unsecure-{gradio_app.cookie_id}"):
+            store.revoke_token(request.cookies.get(cookie, ""))
+            response.delete_cookie(key=cookie, path="/")
+        return response
+
+    app = gr.mount_gradio_app(
         app,
         demo,
         path="/",
         auth=check_login,
-        auth_message="Log in with the name and password your coordinator set up (itercomp annotate add-user).",
-        allowed_paths=galleries,
+        auth_message=(
+            "Log in with the name and password your coordinator set up (itercomp annotate add-user). After "
+            f"{config.login_failures_per_user} wrong passwords, wait {config.login_window_seconds / 60:g} minutes."
+        ),
         footer_links=[],
         css=CSS,
         head=KEYBOARD_JS,
         ssr_mode=False,
     )
+    gradio_app_of(app).tokens = PageSessions(store, config.token_seconds)
+    return app
+
+
+def gradio_app_of(app: FastAPI) -> GradioApp:
+    """The Gradio application mounted in `app` (it holds the login sessions and the cookie names)."""
+    return next(r.app for r in app.routes if isinstance(r, Mount) and isinstance(r.app, GradioApp))
 
 
 def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, log_level: str = "warning") -> None:

@@ -13,6 +13,7 @@ annotator, is refused. Unique constraints in the schema back both rules, so they
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import secrets
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
@@ -41,15 +43,16 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     or_,
     select,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from annotation_app.passwords import hash_password, verify_password
-from annotation_app.tasks import TaskSpec
+from annotation_app.passwords import check_password_strength, hash_password, verify_password
+from annotation_app.tasks import TaskSpec, inside
 from itercomp.errors import ItercompError
 from itercomp.records import Candidate, Ranking, now
 from itercomp.world.vocab import REWARD_ASPECTS
@@ -57,6 +60,8 @@ from itercomp.world.vocab import REWARD_ASPECTS
 KINDS = ("human", "simulated", "imported")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
 MAX_SECONDS_SPENT = 7 * 24 * 3600.0
+# Integers the databases store (64-bit signed); a larger id from a request cannot name a row.
+MAX_SQL_INTEGER = 2**63 - 1
 
 metadata = MetaData()
 
@@ -70,12 +75,14 @@ annotators = Table(
     Column("created_at", String(40), nullable=False),
 )
 
+# API tokens and the ranking page's login sessions alike: a password reset deletes a user's rows, which ends
+# both at once, in every server process; a row older than the server's token lifetime no longer logs anyone in.
 api_tokens = Table(
     "api_tokens",
     metadata,
     Column("token_sha256", String(64), primary_key=True),  # only the hash is stored
     Column("annotator", String(64), ForeignKey("annotators.name"), nullable=False),
-    Column("created_at", String(40), nullable=False),
+    Column("created_at", String(40), nullable=False),  # ISO 8601 UTC, as itercomp.records.now() writes it
 )
 
 tasks = Table(
@@ -93,6 +100,17 @@ tasks = Table(
     # reads one column instead of counting rankings on every request.
     Column("n_rankings", Integer, nullable=False, default=0),
     UniqueConstraint("round", "prompt_id", "aspect", name="one_task_per_prompt_aspect"),
+)
+
+# Blind ranking: annotators see each candidate under a random id of its task (a slot), never its image id or
+# path, which name the generator. The server maps slots back to image ids; stored rankings hold image ids.
+task_slots = Table(
+    "task_slots",
+    metadata,
+    Column("slot_id", String(32), primary_key=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("image_id", String(200), nullable=False),
+    UniqueConstraint("task_id", "image_id", name="one_slot_per_image"),
 )
 
 submission_keys = Table(
@@ -171,12 +189,16 @@ _insert_ranking = rankings.insert()
 
 
 class SubmissionError(ItercompError):
-    """A submission the store refuses; `status` is the HTTP status the API answers with. Nothing was written."""
+    """A submission the store refuses; `status` is the HTTP status the API answers with. Nothing was written.
 
-    def __init__(self, status: int, message: str):
+    `headers` go with the API's answer (e.g. Retry-After); `index` says which item of a batch was refused."""
+
+    def __init__(self, status: int, message: str, *, headers: dict | None = None, index: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
+        self.index = index
 
 
 @dataclass
@@ -186,11 +208,17 @@ class Assignment:
     key: str
     task_id: int
     task: TaskSpec
-    shown_order: list[str]
+    shown_order: list[str]  # image ids
     issued_at: float
+    slots: dict[str, str] = field(default_factory=dict)  # image id -> the task's blind id for it
+
+    @property
+    def shown_slots(self) -> list[str]:
+        """The shown order as blind ids: what annotators see and submit."""
+        return [self.slots[i] for i in self.shown_order]
 
     def to_dict(self) -> dict:
-        by_id = {c.image_id: c for c in self.task.candidates}
+        """The task as annotators get it: blind ids and image URLs that do not name the generator."""
         return {
             "submission_key": self.key,
             "task_id": self.task_id,
@@ -198,8 +226,7 @@ class Assignment:
             "prompt": self.task.prompt,
             "aspect": self.task.aspect,
             "candidates": [
-                {"image_id": i, "path": by_id[i].path, "url": f"/api/images/{self.task_id}/{i}"}
-                for i in self.shown_order
+                {"image_id": slot, "url": f"/api/images/{self.task_id}/{slot}"} for slot in self.shown_slots
             ],
         }
 
@@ -239,6 +266,30 @@ def database_url(db: str | Path) -> str:
     return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for in-memory SQLite and other databases."""
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    return None if not path or path == ":memory:" or path.startswith("file:") else Path(path)
+
+
+def create_private_file(path: Path) -> None:
+    """Create an empty file that only its owner may read (0600) unless it exists. SQLite creates its -wal and
+    -shm files with the database file's permissions, so they are private too."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise ItercompError(f"cannot create the annotation database {path}: its folder does not exist") from None
+
+
+def iso_seconds_ago(seconds: float) -> str:
+    """The time `seconds` ago in the format of itercomp.records.now() (ISO strings of one format sort by time)."""
+    return datetime.fromtimestamp(time.time() - seconds, timezone.utc).isoformat(timespec="seconds")
+
+
 def _sqlite_engine(url: str) -> Engine:
     memory = url in ("sqlite://", "sqlite:///:memory:")
     engine = create_engine(
@@ -271,18 +322,33 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 class Store:
-    """All reads and writes of the annotation app. Thread-safe; several processes may share one database."""
+    """All reads and writes of the annotation app. Thread-safe; several processes may share one database.
 
-    def __init__(self, db: str | Path):
+    `create=False` opens an existing annotation database only (read-only commands such as stats and export):
+    a mistyped path is an error rather than a new, empty database."""
+
+    def __init__(self, db: str | Path, *, create: bool = True):
         self.url = database_url(db)
         self.is_sqlite = self.url.startswith("sqlite")
         self._task_cache: dict[int, TaskSpec] = {}
+        self._slot_cache: dict[int, dict[str, str]] = {}
         self._write_lock = threading.Lock()
+        file = sqlite_file(self.url)
+        if file is not None and not create and not file.is_file():
+            raise ItercompError(
+                f"no annotation database at {file}: check --db (a typo?); `itercomp annotate serve`, `simulate` "
+                "and `import` create one"
+            )
+        if file is not None:
+            create_private_file(file)  # before SQLite creates it world-readable (umask 022)
         try:
             self.engine = (
                 _sqlite_engine(self.url) if self.is_sqlite else create_engine(self.url, pool_size=32, max_overflow=32)
             )
-            self._create_tables()
+            if create:
+                self._create_tables()
+            else:
+                self._check_tables()
         except ImportError as e:
             raise ItercompError(
                 f"no database driver for {self.url.split('://')[0]} ({e}); for PostgreSQL run "
@@ -306,6 +372,14 @@ class Store:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
+    def _check_tables(self) -> None:
+        with self.engine.connect() as conn:
+            missing = [name for name in metadata.tables if not inspect(conn).has_table(name)]
+        if len(missing) == len(metadata.tables):
+            raise ItercompError(f"{self.url} holds no annotation data (no itercomp tables): check --db")
+        if missing:  # an older database: add what newer versions keep beside it (e.g. task_slots)
+            self._create_tables()
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -326,15 +400,11 @@ class Store:
     def add_user(
         self, name: str, password: str | None = None, *, kind: str = "human", admin: bool = False, replace=False
     ) -> None:
-        if not NAME_PATTERN.match(name or ""):
-            raise ItercompError(
-                f"annotator name {name!r} is not allowed: use 1-64 letters, digits and . _ @ : - (starting with a "
-                "letter or digit)"
-            )
-        if kind not in KINDS:
-            raise ItercompError(f"annotator kind must be one of {KINDS}, got {kind!r}")
+        _check_annotator(name, kind)
         if kind == "human" and not password:
             raise ItercompError(f"annotator {name} needs a non-empty password")
+        if password:
+            check_password_strength(password)
         row = {
             "name": name,
             "kind": kind,
@@ -354,14 +424,23 @@ class Store:
 
     def ensure_annotator(self, name: str, kind: str) -> None:
         """Create a password-less annotator (simulated or imported) unless it exists."""
-        with self._transaction(write=False) as conn:
-            row = conn.execute(select(annotators.c.kind).where(annotators.c.name == name)).first()
-        if row is None:
+        for attempt in range(2):
             try:
-                self.add_user(name, None, kind=kind)
-            except ItercompError:
-                if self.annotator(name) is None:  # lost a race with another process: fine if it exists now
+                with self._transaction(write=True) as conn:
+                    self._ensure_annotator(conn, name, kind)
+                return
+            except IntegrityError:  # another process created it first (servers that let inserts race)
+                if attempt:
                     raise
+
+    def _ensure_annotator(self, conn: Connection, name: str, kind: str) -> None:
+        """`ensure_annotator` inside the caller's write transaction."""
+        _check_annotator(name, kind)
+        row = conn.execute(select(annotators.c.kind).where(annotators.c.name == name)).first()
+        if row is None:
+            conn.execute(
+                annotators.insert().values(name=name, kind=kind, password_hash=None, is_admin=False, created_at=now())
+            )
         elif row.kind != kind:
             raise ItercompError(f"annotator {name} exists as a {row.kind} annotator, not {kind}; pick another name")
 
@@ -375,49 +454,77 @@ class Store:
             return list(conn.execute(select(annotators.c.name).order_by(annotators.c.name)).scalars())
 
     def check_password(self, name: str, password: str) -> bool:
-        user = self.annotator(name) if isinstance(name, str) else None
-        return bool(user) and isinstance(password, str) and verify_password(password, user["password_hash"])
+        """Unknown names and password-less annotators cost the same hash as a real check (see verify_password)."""
+        user = self.annotator(name) if isinstance(name, str) and len(name) <= 64 else None
+        stored = user["password_hash"] if user else None
+        return verify_password(password if isinstance(password, str) else "", stored)
 
-    def create_token(self, name: str) -> str:
-        token = secrets.token_urlsafe(32)
+    def create_token(self, name: str, token: str | None = None, *, max_age_seconds: float | None = None) -> str:
+        """Store a login token for `name` (a new random one unless given); with `max_age_seconds`, tokens older than
+        that (expired) are deleted on the way."""
+        token = token or secrets.token_urlsafe(32)
         with self._transaction(write=True) as conn:
+            if max_age_seconds is not None:
+                conn.execute(api_tokens.delete().where(api_tokens.c.created_at < iso_seconds_ago(max_age_seconds)))
             conn.execute(api_tokens.insert().values(token_sha256=_sha256(token), annotator=name, created_at=now()))
         return token
 
-    def user_for_token(self, token: str) -> str | None:
+    def user_for_token(self, token: str, max_age_seconds: float | None = None) -> str | None:
+        """Who the token logs in, or None for an unknown, revoked or (older than `max_age_seconds`) expired one."""
+        if not isinstance(token, str) or not token:
+            return None
+        query = select(api_tokens.c.annotator).where(api_tokens.c.token_sha256 == _sha256(token))
+        if max_age_seconds is not None:
+            query = query.where(api_tokens.c.created_at >= iso_seconds_ago(max_age_seconds))
         with self._transaction(write=False) as conn:
-            return conn.execute(
-                select(api_tokens.c.annotator).where(api_tokens.c.token_sha256 == _sha256(token))
-            ).scalar_one_or_none()
+            return conn.execute(query).scalar_one_or_none()
+
+    def revoke_token(self, token: str) -> bool:
+        """Log a token out; False if it was not there."""
+        if not isinstance(token, str) or not token:
+            return False
+        with self._transaction(write=True) as conn:
+            return conn.execute(api_tokens.delete().where(api_tokens.c.token_sha256 == _sha256(token))).rowcount > 0
 
     # ---------------------------------------------------------------- tasks
 
     def add_tasks(self, specs: Sequence[TaskSpec], round: int = 0) -> tuple[int, int]:
         """Register tasks; returns (added, already present). Loading the same gallery twice changes nothing."""
-        added = present = 0
         with self._transaction(write=True) as conn:
-            for spec in specs:
-                if spec.aspect not in REWARD_ASPECTS:
-                    raise ItercompError(f"task aspect must be one of {REWARD_ASPECTS}, got {spec.aspect!r}")
-                row = conn.execute(
-                    select(tasks.c.id, tasks.c.candidates).where(
-                        tasks.c.round == round, tasks.c.prompt_id == spec.prompt_id, tasks.c.aspect == spec.aspect
+            added, present, _ = self._add_tasks(conn, specs, round)
+        self._task_cache.clear()
+        self._slot_cache.clear()
+        return added, present
+
+    def _add_tasks(self, conn: Connection, specs: Sequence[TaskSpec], round: int) -> tuple[int, int, list[int]]:
+        """`add_tasks` inside the caller's write transaction; also returns the task ids, one per spec."""
+        added = present = 0
+        ids = []
+        for spec in specs:
+            if spec.aspect not in REWARD_ASPECTS:
+                raise ItercompError(f"task aspect must be one of {REWARD_ASPECTS}, got {spec.aspect!r}")
+            for c in spec.candidates:  # the server shows these files to annotators
+                inside(spec.gallery_dir or "the gallery folder", c.path, f"prompt {spec.prompt_id} image {c.image_id}")
+            row = conn.execute(
+                select(tasks.c.id, tasks.c.candidates).where(
+                    tasks.c.round == round, tasks.c.prompt_id == spec.prompt_id, tasks.c.aspect == spec.aspect
+                )
+            ).first()
+            values = {
+                "prompt": spec.prompt,
+                "prompt_aspect": spec.prompt_aspect or spec.aspect,
+                "gallery_dir": spec.gallery_dir,
+                "candidates": [c.to_dict() for c in spec.candidates],
+            }
+            if row is None:
+                result = conn.execute(
+                    tasks.insert().values(
+                        round=round, prompt_id=spec.prompt_id, aspect=spec.aspect, n_rankings=0, **values
                     )
-                ).first()
-                values = {
-                    "prompt": spec.prompt,
-                    "prompt_aspect": spec.prompt_aspect or spec.aspect,
-                    "gallery_dir": spec.gallery_dir,
-                    "candidates": [c.to_dict() for c in spec.candidates],
-                }
-                if row is None:
-                    conn.execute(
-                        tasks.insert().values(
-                            round=round, prompt_id=spec.prompt_id, aspect=spec.aspect, n_rankings=0, **values
-                        )
-                    )
-                    added += 1
-                    continue
+                )
+                task_id = int(result.inserted_primary_key[0])
+                added += 1
+            else:
                 if sorted(c["image_id"] for c in row.candidates) != sorted(spec.candidate_ids):
                     raise ItercompError(
                         f"round {round} already has a task for prompt {spec.prompt_id} ({spec.aspect}) with other "
@@ -425,9 +532,11 @@ class Store:
                     )
                 # Same images: keep the task, but follow the gallery if its folder moved.
                 conn.execute(tasks.update().where(tasks.c.id == row.id).values(**values))
+                task_id = row.id
                 present += 1
-        self._task_cache.clear()
-        return added, present
+            self._load_slots(conn, task_id, spec.candidate_ids)
+            ids.append(task_id)
+        return added, present, ids
 
     def task(self, task_id: int, conn: Connection | None = None) -> TaskSpec:
         """A task by id (cached: a task's prompt and candidates never change once stored)."""
@@ -443,6 +552,49 @@ class Store:
             spec = _spec(row)
             self._task_cache[task_id] = spec
         return spec
+
+    def slots(self, task_id: int, conn: Connection | None = None) -> dict[str, str]:
+        """The task's blind ids: image id -> slot id (cached: they never change once made)."""
+        cached = self._slot_cache.get(task_id)
+        if cached is None:
+            if conn is not None:
+                cached = self._load_slots(conn, task_id, self.task(task_id, conn).candidate_ids)
+            else:
+                with self._transaction(write=False) as own:
+                    cached = self._load_slots(own, task_id, self.task(task_id, own).candidate_ids, create=False)
+                if cached is None:  # a task stored by an older version: it gets its slots now
+                    with self._transaction(write=True) as own:
+                        cached = self._load_slots(own, task_id, self.task(task_id, own).candidate_ids)
+            self._slot_cache[task_id] = cached
+        return cached
+
+    def _load_slots(
+        self, conn: Connection, task_id: int, image_ids: Sequence[str], create: bool = True
+    ) -> dict[str, str] | None:
+        """The task's slots, making random ones for images that have none (in the caller's write transaction);
+        with `create=False`, None when some are missing."""
+        found = dict(
+            conn.execute(
+                select(task_slots.c.image_id, task_slots.c.slot_id).where(task_slots.c.task_id == task_id)
+            ).all()
+        )
+        missing = [i for i in image_ids if i not in found]
+        if missing and not create:
+            return None
+        for image in missing:
+            found[image] = secrets.token_hex(8)
+            conn.execute(task_slots.insert().values(slot_id=found[image], task_id=task_id, image_id=image))
+        return {i: found[i] for i in image_ids}
+
+    def image_for_slot(self, task_id: int, slot_id: str) -> str | None:
+        """The image id behind a task's blind id, or None if the task has no such slot."""
+        if not 0 < task_id <= MAX_SQL_INTEGER:
+            return None
+        try:
+            slots = self.slots(task_id)
+        except ItercompError:  # no such task
+            return None
+        return next((image for image, slot in slots.items() if slot == slot_id), None)
 
     def find_task(self, round: int, prompt_id: str, aspect: str) -> int | None:
         with self._transaction(write=False) as conn:
@@ -484,7 +636,7 @@ class Store:
             if open_key is not None and not conn.execute(_ranked_by, {**who, "p_task": open_key.task_id}).first():
                 return Assignment(
                     open_key.key, open_key.task_id, self.task(open_key.task_id, conn), list(open_key.shown_order),
-                    open_key.issued_at,
+                    open_key.issued_at, self.slots(open_key.task_id, conn),
                 )  # fmt: skip
             pending = dict(conn.execute(_pending, {**who, "p_since": stamp - lease_seconds}).all())
             rows = conn.execute(_open_tasks, who).all()
@@ -500,20 +652,26 @@ class Store:
                 {"key": key, "annotator": annotator, "task_id": task_id, "shown_order": shown, "issued_at": stamp,
                  "submitted": False},
             )  # fmt: skip
-        return Assignment(key, task_id, spec, shown, stamp)
+            slots = self.slots(task_id, conn)
+        return Assignment(key, task_id, spec, shown, stamp, slots)
 
     def issue_key(self, annotator: str, task_id: int, shown_order: list[str] | None = None) -> Assignment:
         """A submission key for a given task (importers and tools that choose their own tasks)."""
-        spec = self.task(task_id)
+        with self._transaction(write=True) as conn:
+            return self._issue_key(conn, annotator, task_id, shown_order)
+
+    def _issue_key(
+        self, conn: Connection, annotator: str, task_id: int, shown_order: list[str] | None = None
+    ) -> Assignment:
+        spec = self.task(task_id, conn)
         shown = list(shown_order) if shown_order is not None else spec.candidate_ids
         key, stamp = secrets.token_urlsafe(24), time.time()
-        with self._transaction(write=True) as conn:
-            conn.execute(
-                submission_keys.insert().values(
-                    key=key, annotator=annotator, task_id=task_id, shown_order=shown, issued_at=stamp, submitted=False
-                )
+        conn.execute(
+            submission_keys.insert().values(
+                key=key, annotator=annotator, task_id=task_id, shown_order=shown, issued_at=stamp, submitted=False
             )
-        return Assignment(key, task_id, spec, shown, stamp)
+        )
+        return Assignment(key, task_id, spec, shown, stamp, self.slots(task_id, conn))
 
     # ---------------------------------------------------------------- submissions
 
@@ -527,8 +685,12 @@ class Store:
         aspect: str | None = None,
         seconds_spent: float | None = None,
         ranks: list[int] | None = None,
+        blind: bool = False,
     ) -> Submitted:
-        """Store one ranking under a submission key; raises SubmissionError (nothing written) when it is refused."""
+        """Store one ranking under a submission key; raises SubmissionError (nothing written) when it is refused.
+
+        `blind=True`: `order` names the task's blind ids (what annotators were shown, see `slots`), not image ids;
+        the ranking is stored with the image ids behind them."""
         if not isinstance(key, str) or not key:
             raise SubmissionError(422, "submission_key is missing: send the key that came with the task")
         if seconds_spent is not None:
@@ -540,7 +702,8 @@ class Store:
                 )
         for attempt in range(2):
             try:
-                return self._submit_once(annotator, key, order, prompt_id, aspect, seconds_spent, ranks)
+                with self._transaction(write=True) as conn:
+                    return self._submit(conn, annotator, key, order, prompt_id, aspect, seconds_spent, ranks, blind)
             except IntegrityError:
                 # Another transaction inserted the same key or task first (possible on servers that do not
                 # serialise writers, e.g. PostgreSQL); the second pass sees its row and answers from it.
@@ -548,63 +711,101 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
-    def _submit_once(self, annotator, key, order, prompt_id, aspect, seconds_spent, ranks) -> Submitted:
-        with self._transaction(write=True) as conn:
-            issued = conn.execute(_key, {"p_key": key}).first()
-            if issued is None:
-                raise SubmissionError(
-                    422, "unknown submission_key: fetch a task with GET /api/tasks/next and submit with its key"
-                )
-            if issued.annotator != annotator:
-                raise SubmissionError(
-                    403, "this submission_key was issued to another annotator; fetch your own task first"
-                )
-            spec = self.task(issued.task_id, conn)
-            if prompt_id is not None and prompt_id != spec.prompt_id:
-                raise SubmissionError(
-                    422, f"prompt_id {prompt_id!r} does not match this submission_key's task ({spec.prompt_id!r})"
-                )
-            if aspect is not None and aspect != spec.aspect:
-                raise SubmissionError(
-                    422, f"wrong aspect {aspect!r}: this task is ranked for {spec.aspect!r}; send that aspect"
-                )
-            check_order(order, spec.candidate_ids)
-            if ranks is not None:
-                check_ranks(ranks, len(order))
-                if len(set(ranks)) == len(ranks):
-                    ranks = None  # no ties: the order says it all
-            found = conn.execute(_existing, {"p_key": key, "p_annotator": annotator, "p_task": issued.task_id}).all()
-            stored = next((r for r in found if r.submission_key == key), None)
-            if stored is not None:
-                if list(stored.order_ids) == list(order) and stored.ranks == ranks:
-                    return Submitted(stored.id, replay=True)
-                raise SubmissionError(
-                    409, f"this submission_key was already used with another order (ranking {stored.id}); "
-                    "rankings cannot be changed, fetch the next task",
-                )  # fmt: skip
-            if found:
-                raise SubmissionError(
-                    409, f"you already ranked prompt {spec.prompt_id} for {spec.aspect} (ranking {found[0].id}); "
-                    "one ranking per annotator, prompt and aspect",
-                )  # fmt: skip
-            if seconds_spent is None:
-                seconds_spent = max(0.0, min(time.time() - issued.issued_at, MAX_SECONDS_SPENT))
-            conn.execute(_mark_key, {"p_key": key})
-            conn.execute(_count_ranking, {"p_task": issued.task_id})
-            result = conn.execute(
-                _insert_ranking,
-                {
-                    "submission_key": key,
-                    "annotator": annotator,
-                    "task_id": issued.task_id,
-                    "order_ids": list(order),
-                    "ranks": list(ranks) if ranks is not None else None,
-                    "shown_order": list(issued.shown_order),
-                    "seconds_spent": float(seconds_spent),
-                    "created_at": now(),
-                },
+    def _submit(self, conn, annotator, key, order, prompt_id, aspect, seconds_spent, ranks, blind) -> Submitted:
+        """`submit` inside the caller's write transaction."""
+        issued = conn.execute(_key, {"p_key": key}).first()
+        if issued is None:
+            raise SubmissionError(
+                422, "unknown submission_key: fetch a task with GET /api/tasks/next and submit with its key"
             )
-            return Submitted(int(result.inserted_primary_key[0]), replay=False)
+        if issued.annotator != annotator:
+            raise SubmissionError(403, "this submission_key was issued to another annotator; fetch your own task first")
+        spec = self.task(issued.task_id, conn)
+        if prompt_id is not None and prompt_id != spec.prompt_id:
+            raise SubmissionError(
+                422, f"prompt_id {prompt_id!r} does not match this submission_key's task ({spec.prompt_id!r})"
+            )
+        if aspect is not None and aspect != spec.aspect:
+            raise SubmissionError(
+                422, f"wrong aspect {aspect!r}: this task is ranked for {spec.aspect!r}; send that aspect"
+            )
+        if blind:
+            slots = self.slots(issued.task_id, conn)
+            check_order(order, [slots[i] for i in spec.candidate_ids])
+            image_of = {slot: image for image, slot in slots.items()}
+            order = [image_of[slot] for slot in order]
+        else:
+            check_order(order, spec.candidate_ids)
+        if ranks is not None:
+            check_ranks(ranks, len(order))
+            if len(set(ranks)) == len(ranks):
+                ranks = None  # no ties: the order says it all
+        found = conn.execute(_existing, {"p_key": key, "p_annotator": annotator, "p_task": issued.task_id}).all()
+        stored = next((r for r in found if r.submission_key == key), None)
+        if stored is not None:
+            if list(stored.order_ids) == list(order) and stored.ranks == ranks:
+                return Submitted(stored.id, replay=True)
+            raise SubmissionError(
+                409, f"this submission_key was already used with another order (ranking {stored.id}); "
+                "rankings cannot be changed, fetch the next task",
+            )  # fmt: skip
+        if found:
+            raise SubmissionError(
+                409, f"you already ranked prompt {spec.prompt_id} for {spec.aspect} (ranking {found[0].id}); "
+                "one ranking per annotator, prompt and aspect",
+            )  # fmt: skip
+        if seconds_spent is None:
+            seconds_spent = max(0.0, min(time.time() - issued.issued_at, MAX_SECONDS_SPENT))
+        conn.execute(_mark_key, {"p_key": key})
+        conn.execute(_count_ranking, {"p_task": issued.task_id})
+        result = conn.execute(
+            _insert_ranking,
+            {
+                "submission_key": key,
+                "annotator": annotator,
+                "task_id": issued.task_id,
+                "order_ids": list(order),
+                "ranks": list(ranks) if ranks is not None else None,
+                "shown_order": list(issued.shown_order),
+                "seconds_spent": float(seconds_spent),
+                "created_at": now(),
+            },
+        )
+        return Submitted(int(result.inserted_primary_key[0]), replay=False)
+
+    def import_rankings(
+        self,
+        annotator: str,
+        specs: Sequence[TaskSpec],
+        items: Sequence[tuple[int, list[str], list[int] | None]],
+        round: int = 0,
+    ) -> dict:
+        """Store rankings from a file as `annotator` (kind "imported") in one transaction: all of them or, when one
+        is refused, nothing (no annotator, task or key either). `items` are (index into `specs`, order of image
+        ids best first, tie-aware ranks or None); a task the annotator ranked already is skipped. A refusal is a
+        SubmissionError whose `index` names the item."""
+        added = present = 0
+        try:
+            with self._transaction(write=True) as conn:
+                self._ensure_annotator(conn, annotator, "imported")
+                tasks_added, _, ids = self._add_tasks(conn, specs, round)
+                done = set(conn.execute(select(rankings.c.task_id).where(rankings.c.annotator == annotator)).scalars())
+                for index, (spec_index, order, ranks) in enumerate(items):
+                    task_id = ids[spec_index]
+                    if task_id in done:
+                        present += 1
+                        continue
+                    key = self._issue_key(conn, annotator, task_id).key
+                    try:
+                        self._submit(conn, annotator, key, order, None, None, None, ranks, False)
+                    except SubmissionError as e:
+                        raise SubmissionError(e.status, e.message, index=index) from None
+                    done.add(task_id)
+                    added += 1
+        finally:  # ids read inside a transaction that rolled back may be handed out again
+            self._task_cache.clear()
+            self._slot_cache.clear()
+        return {"added": added, "already_there": present, "tasks_added": tasks_added}
 
     # ---------------------------------------------------------------- reading
 
@@ -716,6 +917,16 @@ def check_ranks(ranks, n: int) -> None:
         raise SubmissionError(422, f"ranks must be a list of {n} integers, one per entry of order")
     if any(b < a for a, b in zip(ranks, ranks[1:])):
         raise SubmissionError(422, "ranks must not decrease along order (order is best first; equal ranks are ties)")
+
+
+def _check_annotator(name: str, kind: str) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ItercompError(
+            f"annotator name {name!r} is not allowed: use 1-64 letters, digits and . _ @ : - (starting with a "
+            "letter or digit)"
+        )
+    if kind not in KINDS:
+        raise ItercompError(f"annotator kind must be one of {KINDS}, got {kind!r}")
 
 
 def _sha256(text: str) -> str:

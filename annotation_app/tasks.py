@@ -7,9 +7,10 @@ aspect. IterComp ranks each prompt only for the category it was written for (`ta
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from itercomp.errors import ItercompError
 from itercomp.io import read_jsonl
@@ -68,9 +69,31 @@ class TaskSpec:
         return [c.image_id for c in self.candidates]
 
     def image_path(self, image_id: str) -> Path:
+        """The image's file, which must lie inside the task's gallery folder (ItercompError otherwise)."""
         candidate = next(c for c in self.candidates if c.image_id == image_id)
-        path = Path(candidate.path)
-        return path if path.is_absolute() or not self.gallery_dir else Path(self.gallery_dir) / path
+        if not self.gallery_dir:
+            raise ItercompError(f"task {self.prompt_id} has no gallery folder, so its images cannot be served")
+        return inside(self.gallery_dir, candidate.path, f"image {image_id}")
+
+
+def escapes(relative: str) -> bool:
+    """Would `relative` point outside the folder it is relative to (an absolute path, or `..` past the top)?"""
+    path = PurePath(relative)
+    if path.is_absolute() or path.drive or relative.startswith(("/", "\\")):
+        return True
+    return os.path.normpath(relative).split(os.sep)[0] == ".."
+
+
+def inside(root: str | Path, relative: str, what: str) -> Path:
+    """`root / relative`, refusing paths that leave `root`: the server shows annotators only the images of the
+    gallery or import folder, never any other file of the machine."""
+    if not isinstance(relative, str) or not relative or escapes(relative):
+        raise ItercompError(
+            f"{what}: path {relative!r} is outside the images folder {root}; image paths must be relative to that "
+            "folder and stay inside it (no absolute paths, no '..'): move the images under the folder, or point "
+            "--images-root (imports) or --gallery-run (galleries) at a folder that holds them"
+        )
+    return Path(root) / relative
 
 
 def aspects_for(prompt_aspect: str, policy: str = "own") -> tuple[str, ...]:
@@ -104,6 +127,7 @@ def tasks_from_gallery(run_dir: str | Path, policy: str = "own", check_files: bo
             if image.image_id in seen:
                 raise ItercompError(f"{run_dir / MANIFEST} lists image {image.image_id} twice; regenerate the manifest")
             seen.add(image.image_id)
+            inside(run_dir, image.path, f"image {image.image_id} of {run_dir / MANIFEST}")
             if check_files and not (run_dir / image.path).is_file():
                 raise ItercompError(f"image {image.path} of {run_dir / MANIFEST} is missing; re-run the gallery")
         if len(images) < 2:

@@ -12,6 +12,7 @@ import string
 import gradio as gr
 
 from annotation_app.config import AppConfig
+from annotation_app.images import pixels_only
 from annotation_app.store import Assignment, Store, SubmissionError
 from annotation_app.tasks import ASPECT_TITLES, GUIDELINES
 from itercomp.errors import ItercompError
@@ -83,7 +84,11 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
         task, shown = assignment.task, assignment.shown_order
         n = len(shown)
         ranks = [str(r) for r in range(1, n + 1)]
-        state = {"key": assignment.key, "prompt_id": task.prompt_id, "aspect": task.aspect, "shown": shown}
+        # Blind: the page gets pixels without metadata (Gradio caches them under a hash of their bytes), and the
+        # state (kept on the server) speaks in the task's blind ids, as the API does.
+        state = {
+            "key": assignment.key, "prompt_id": task.prompt_id, "aspect": task.aspect, "shown": assignment.shown_slots,
+        }  # fmt: skip
         return [
             state,
             gr.update(value=f"### Rank for: {ASPECT_TITLES[task.aspect]}"),
@@ -91,7 +96,7 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
             gr.update(value=GUIDELINES[task.aspect]),
             gr.update(value=progress_line(user)),
             *[
-                gr.update(value=str(task.image_path(shown[i])), label=f"Image {LETTERS[i]}") if i < n else gr.update(value=None)
+                gr.update(value=pixels_only(task.image_path(shown[i])), label=f"Image {LETTERS[i]}") if i < n else gr.update(value=None)
                 for i in range(slots)
             ],
             *[
@@ -133,7 +138,7 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
         order = [image for _, image in sorted(zip((int(r) for r in ranks), shown))]
         try:
             result = store.submit(
-                request.username, state["key"], order, prompt_id=state["prompt_id"], aspect=state["aspect"]
+                request.username, state["key"], order, prompt_id=state["prompt_id"], aspect=state["aspect"], blind=True
             )
         except SubmissionError as e:
             raise gr.Error(e.message, print_exception=False) from None
@@ -157,7 +162,7 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
                 with gr.Column(min_width=170, visible=False, elem_classes=["candidate-slot"]) as column:
                     images.append(
                         gr.Image(
-                            label=f"Image {LETTERS[i]}", type="filepath", interactive=False, height=200,
+                            label=f"Image {LETTERS[i]}", type="pil", format="png", interactive=False, height=200,
                             buttons=[], elem_classes=["candidate"], elem_id=f"image-{LETTERS[i]}",
                         )
                     )  # fmt: skip

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import httpx
 import uvicorn
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from annotation_app.config import AppConfig
 from annotation_app.loadtest import free_port
 from annotation_app.server import create_app
 from annotation_app.store import Store
+from annotation_app.toy_gallery import make_toy_gallery
+
+
+def tell_tale_gallery(root, prompts_per_aspect: int = 1):
+    """A toy gallery whose PNGs carry a text chunk naming the generator and its mistakes, as gallery runs do."""
+    records = make_toy_gallery(root, prompts_per_aspect=prompts_per_aspect)
+    for record in records:
+        info = PngInfo()
+        info.add_text("itercomp", json.dumps({"generator": record.generator, "instance_errors": ["drawn as square"]}))
+        path = root / record.path
+        with Image.open(path) as image:
+            image.load()
+            image.save(path, pnginfo=info)
+    return records
 
 
 class LiveServer:

@@ -17,9 +17,9 @@ def live(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     make_toy_gallery(root / "gallery", prompts_per_aspect=2)
     store = Store(root / "db.sqlite")
-    store.add_user("alice", "alice-pw")
-    store.add_user("bob", "bob-pw")
-    store.add_user("root", "root-pw", admin=True)
+    store.add_user("alice", "alice-password")
+    store.add_user("bob", "bob-password")
+    store.add_user("root", "root-password", admin=True)
     server = LiveServer(store, AppConfig(db=store.url, gallery_run=root / "gallery", overlap=2, max_body_bytes=4096))
     yield server, store
     server.stop()
@@ -60,7 +60,7 @@ def test_validation_messages_write_nothing(live):
     server, store = live
     before = store.count_rankings()
     with server.client() as client:
-        login(client, "alice", "alice-pw")
+        login(client, "alice", "alice-password")
         task = client.get("/api/tasks/next").json()["task"]
         assert task["guideline"] and len(task["candidates"]) == 4
         image = client.get(task["candidates"][0]["url"])
@@ -108,8 +108,8 @@ def test_validation_messages_write_nothing(live):
 def test_no_writing_as_someone_else(live):
     server, store = live
     with server.client() as alice, server.client() as bob:
-        login(alice, "alice", "alice-pw")
-        login(bob, "bob", "bob-pw")
+        login(alice, "alice", "alice-password")
+        login(bob, "bob", "bob-password")
         task = bob.get("/api/tasks/next").json()["task"]
         response = alice.post("/api/rankings", json=body_of(task))
         assert response.status_code == 403 and "another annotator" in response.json()["error"]
@@ -119,12 +119,12 @@ def test_no_writing_as_someone_else(live):
 def test_progress_and_export(live):
     server, store = live
     with server.client() as client:
-        login(client, "bob", "bob-pw")
+        login(client, "bob", "bob-password")
         progress = client.get("/api/progress").json()
         assert progress["you_done"] >= 1 and progress["target"] == 2 * progress["tasks"]
         response = client.get("/api/export")
         assert response.status_code == 403 and "admins" in response.json()["error"]
-        login(client, "root", "root-pw")
+        login(client, "root", "root-password")
         response = client.get("/api/export")
         assert response.status_code == 200
         lines = [json.loads(line) for line in response.text.splitlines()]
@@ -136,7 +136,7 @@ def test_progress_and_export(live):
 def test_drains_to_nothing_left(live):
     server, store = live
     with server.client() as client:
-        login(client, "alice", "alice-pw")
+        login(client, "alice", "alice-password")
         for _ in range(100):
             task = client.get("/api/tasks/next").json()["task"]
             if task is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -9,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from annotation_helpers import LiveServer
+from annotation_helpers import LiveServer, tell_tale_gallery
+from PIL import Image
 
 from annotation_app.config import AppConfig
 from annotation_app.store import Store
-from annotation_app.toy_gallery import make_toy_gallery
+from annotation_app.toy_gallery import TOY_GENERATORS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,7 +48,8 @@ def _wait_for(predicate, timeout=20.0):
 def test_log_in_rank_submit_next(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    make_toy_gallery(tmp_path / "gallery", prompts_per_aspect=2)
+    records = tell_tale_gallery(tmp_path / "gallery", prompts_per_aspect=2)
+    tell_tales = [*TOY_GENERATORS, *(r.image_id for r in records)]
     store = Store(tmp_path / "db.sqlite")
     store.add_user("alice", "correct horse")
     server = LiveServer(store, AppConfig(db=store.url, gallery_run=tmp_path / "gallery", overlap=1))
@@ -76,6 +79,15 @@ def test_log_in_rank_submit_next(tmp_path):
             slots = page.locator(".rank-control:visible")
             n = slots.count()
             assert n == 4  # the toy gallery has four generators
+
+            # Blind: image URLs and bytes do not name the generator (the gallery's PNGs carry a text chunk that does).
+            expect(page.locator(".candidate img")).to_have_count(4)
+            for src in page.locator(".candidate img").evaluate_all("images => images.map(i => i.src)"):
+                assert not [t for t in tell_tales if t in src], src
+                served = page.request.get(src)
+                assert served.ok and not [t for t in tell_tales if t.encode() in served.body()]
+                with Image.open(io.BytesIO(served.body())) as image:
+                    assert image.text == {}
 
             # Invalid: two images share rank 1 and two have none -> refused with the reason, nothing stored.
             page.locator("#rank-A input[value='1']").check()
@@ -108,6 +120,12 @@ def test_log_in_rank_submit_next(tmp_path):
             expect(page.locator("#progress")).to_contain_text("you: 1 done")
             expect(page.locator(".rank-control input:checked")).to_have_count(0)
             expect(page.locator(".rank-control:visible")).to_have_count(4)
+
+            # Logging out ends the session: the login form comes back, and a reload does not skip it.
+            page.get_by_text("Log out", exact=True).click()
+            expect(page.get_by_role("button", name="Login")).to_be_visible()
+            page.reload()
+            expect(page.get_by_role("button", name="Login")).to_be_visible()
             browser.close()
     finally:
         server.stop()

@@ -172,12 +172,12 @@ def test_import_imagereward_format_with_ties(tmp_path):
 def test_cli_add_user_stats_simulate_export(tmp_path, gallery, capsys, monkeypatch):
     db = str(tmp_path / "cli.sqlite")
     pw = tmp_path / "pw.txt"
-    pw.write_text("hunter22\n")
+    pw.write_text("hunter2-hunter2\n")
     assert main(["annotate", "add-user", "ann", "--db", db, "--password-file", str(pw)]) == 0
-    assert Store(db).check_password("ann", "hunter22")
-    monkeypatch.setenv("ITERCOMP_PASSWORD", "from-env")
+    assert Store(db).check_password("ann", "hunter2-hunter2")
+    monkeypatch.setenv("ITERCOMP_PASSWORD", "from-the-env")
     assert main(["annotate", "add-user", "ann", "--db", db, "--reset"]) == 0
-    assert Store(db).check_password("ann", "from-env")
+    assert Store(db).check_password("ann", "from-the-env")
     assert main(["annotate", "simulate", "--db", db, "--gallery-run", str(gallery), "--annotators", "3"]) == 0
     assert main(["annotate", "stats", "--db", db, "--json", str(tmp_path / "stats.json")]) == 0
     out = capsys.readouterr().out

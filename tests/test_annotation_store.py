@@ -61,20 +61,20 @@ def test_password_hash_round_trip():
 
 
 def test_users(store):
-    store.add_user("dave", "pw-dave", admin=True)
-    assert store.check_password("dave", "pw-dave")
-    assert not store.check_password("dave", "pw-Dave")
-    assert not store.check_password("nobody", "pw-dave")
+    store.add_user("dave", "pw-dave-long", admin=True)
+    assert store.check_password("dave", "pw-dave-long")
+    assert not store.check_password("dave", "pw-Dave-long")
+    assert not store.check_password("nobody", "pw-dave-long")
     assert not store.check_password("alice", "")  # simulated annotators cannot log in
     with pytest.raises(ItercompError, match="exists already"):
-        store.add_user("dave", "other")
+        store.add_user("dave", "other-password")
     token = store.create_token("dave")
     assert store.user_for_token(token) == "dave"
-    store.add_user("dave", "new-pw", replace=True)
+    store.add_user("dave", "new-password", replace=True)
     assert store.user_for_token(token) is None  # a reset revokes API tokens
-    assert store.check_password("dave", "new-pw")
+    assert store.check_password("dave", "new-password")
     with pytest.raises(ItercompError, match="not allowed"):
-        store.add_user("bad name", "pw")
+        store.add_user("bad name", "long-enough-pw")
     with pytest.raises(ItercompError, match="simulated annotator"):
         store.ensure_annotator("alice", "imported")
 

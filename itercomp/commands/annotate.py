@@ -50,13 +50,16 @@ def register(parser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--lease-minutes", type=float, default=30.0, help="how long a handed-out task counts as taken")
+    p.add_argument(
+        "--token-hours", type=float, default=12.0, help="how long a login (API token or page) lasts (default 12)"
+    )
     p.set_defaults(func=serve)
 
     # No abbreviations: `--password SECRET` must not be read as --password-file (a password never goes on argv).
     p = sub.add_parser(
         "add-user",
         allow_abbrev=False,
-        help="add an annotator (password from a prompt, --password-file or $" + PASSWORD_ENV + ")",
+        help="add an annotator (password of >= 10 characters from a prompt, --password-file or $" + PASSWORD_ENV + ")",
     )
     p.add_argument("name")
     _db(p)
@@ -120,12 +123,14 @@ def serve(args) -> None:
 
     config = AppConfig(
         db=args.db, gallery_run=args.gallery_run, overlap=args.overlap, task_aspects=args.task_aspects,
-        round=args.round, lease_seconds=args.lease_minutes * 60,
+        round=args.round, lease_seconds=args.lease_minutes * 60, token_hours=args.token_hours,
     )  # fmt: skip
     run(config, host=args.host, port=args.port)
 
 
 def read_password(args) -> str:
+    from annotation_app.passwords import check_password_strength
+
     if args.password_file is not None:
         if not args.password_file.is_file():
             raise ItercompError(f"password file not found: {args.password_file}")
@@ -141,8 +146,7 @@ def read_password(args) -> str:
             raise ItercompError("the two passwords differ; run the command again")
     else:
         raise ItercompError(f"no password: give --password-file FILE or set ${PASSWORD_ENV} (no terminal to ask on)")
-    if len(password) < 4:
-        raise ItercompError("the password must have at least 4 characters")
+    check_password_strength(password)
     return password
 
 
@@ -159,7 +163,7 @@ def stats(args) -> None:
     from annotation_app.store import Store
     from itercomp.io import write_json
 
-    report = agreement(Store(args.db).stored_rankings(round=args.round, kinds=args.kinds))
+    report = agreement(Store(args.db, create=False).stored_rankings(round=args.round, kinds=args.kinds))
     print(format_agreement(report))
     if args.json:
         write_json(args.json, report)
@@ -194,7 +198,7 @@ def export(args) -> None:
     from annotation_app.interchange import export as run
     from annotation_app.store import Store
 
-    summary = run(Store(args.db), args.out, round=args.round, kinds=args.kinds, paths=args.paths)
+    summary = run(Store(args.db, create=False), args.out, round=args.round, kinds=args.kinds, paths=args.paths)
     per_aspect = ", ".join(f"{a} {n}" for a, n in summary["per_aspect"].items())
     print(f"{summary['rankings']} rankings ({per_aspect}), {summary['pairs']} pairs -> {args.out}")
     print(f"datasets.load_from_disk('{args.out}'); interchange file: {args.out / 'rankings.jsonl'}")
