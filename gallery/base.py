@@ -49,6 +49,12 @@ class Generator(abc.ABC):
         """Why this member cannot load on this machine (e.g. weights not there), or None if it can."""
         return None
 
+    def refusal(self, prompt: str, seed: int) -> str | None:
+        """Why this member cannot draw `prompt` with `seed`, or None if it can. A run asks this for every image
+        before it renders any, so a prompt one member refuses stops the run before the others spend minutes on
+        it; it must be cheap (no weights). Members that draw any text keep this default."""
+        return None
+
     def load(self, device=None) -> None:
         """Load weights once; `device` is the accelerator's device when the member does not name one."""
         self.loaded = True

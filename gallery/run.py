@@ -188,6 +188,28 @@ def is_complete(path: Path, trusted: dict[str, str]) -> bool:
 
 # ---- the run --------------------------------------------------------------------------------------------------
 
+MAX_REFUSALS_SHOWN = 3
+
+
+def check_drawable(generators: Sequence[Generator], jobs: Sequence[Job]) -> None:
+    """Raise ItercompError before anything is rendered if a member refuses one of its images' prompts."""
+    by_name = {g.name: g for g in generators}
+    refused = [(job, why) for job in jobs if (why := by_name[job.generator].refusal(job.prompt, job.seed))]
+    if not refused:
+        return
+    shown = "; ".join(
+        f"gallery member {job.generator!r} cannot draw a prompt: {job.prompt!r} (seed {job.seed}): {why}"
+        for job, why in refused[:MAX_REFUSALS_SHOWN]
+    )
+    more = f" (and {len(refused) - MAX_REFUSALS_SHOWN} more)" if len(refused) > MAX_REFUSALS_SHOWN else ""
+    refusing = sorted({job.generator for job, _ in refused})
+    others = [g.name for g in generators if g.name not in refusing]
+    way_out = f", or render only the other members with --members {','.join(others)}" if others else ""
+    raise ItercompError(
+        f"{shown}{more}. Nothing was rendered: remove the prompts that {', '.join(map(repr, refusing))} "
+        f"cannot draw{way_out}"
+    )
+
 
 class _Single:
     """Stands in for an accelerate.Accelerator in a plain single-process run."""
@@ -258,6 +280,7 @@ def render_gallery(
     manifest = out / MANIFEST
     trusted = {Path(r["path"]).name: r["sha256"] for r in read_jsonl(manifest)} if manifest.is_file() else {}
     pending = [j for j in jobs if not is_complete(out / j.path, trusted)]
+    check_drawable(generators, pending)  # every process finds the same: all stop, or none
     if main:  # half-written temp files of a killed run; no process writes before the barrier below
         for stale in (out / "images").glob(".*.tmp"):
             stale.unlink(missing_ok=True)

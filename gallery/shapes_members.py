@@ -66,6 +66,15 @@ class _ShapesGenerator(Generator):
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]):
         return [self.draw_one(prompt, int(seed)) for prompt, seed in zip(prompts, seeds)]
 
+    def refusal(self, prompt: str, seed: int) -> str | None:
+        # Drawing one small canvas takes about a millisecond: trying it is the exact check (parse, contradictions,
+        # and whether this seed's layout fits).
+        try:
+            self.draw_one(prompt, int(seed))
+        except PromptError as e:
+            return str(e)
+        return None
+
     def draw_one(self, prompt: str, seed: int) -> tuple[np.ndarray, dict]:
         raise NotImplementedError
 

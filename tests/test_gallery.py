@@ -294,6 +294,49 @@ def test_shapes_member_rejects_foreign_prompt_clearly(tmp_path, capsys):
     assert "gallery member 'layout_planner' cannot draw a prompt" in capsys.readouterr().err
 
 
+ANY_TEXT_PLUGIN = """
+from dataclasses import dataclass
+
+import numpy as np
+
+from gallery.base import Generator
+
+
+@dataclass
+class AnyTextConfig:
+    batch_size: int = 4
+
+
+class AnyText(Generator):
+    # Draws any text, as a diffusers model does: a black canvas.
+    Config = AnyTextConfig
+
+    def generate(self, prompts, seeds):
+        return [(np.zeros((32, 32, 3), np.uint8), {}) for _ in prompts]
+"""
+
+
+def test_every_prompt_is_checked_against_every_member_before_rendering(tmp_path, capsys, monkeypatch):
+    """A prompt one member refuses stops the run before any member renders (not after the others did)."""
+    (tmp_path / "anytext.py").write_text(ANY_TEXT_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    members = [{"name": "anything", "type": "anytext:AnyText"}, {"name": "layout_planner", "type": "layout_planner"}]
+    gallery = _write_gallery(tmp_path, members)
+    shapes_prompt = generate_prompts("spatial_relationship", "train", 1)[0]
+    (tmp_path / "p.txt").write_text(f"{shapes_prompt}\na green bench and a blue bowl\n")
+    out = tmp_path / "run"
+    argv = ["gallery", "generate", "--gallery", str(gallery), "--prompts", str(tmp_path / "p.txt"), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gallery member 'layout_planner' cannot draw a prompt: 'a green bench and a blue bowl'" in err
+    assert "Nothing was rendered" in err and "--members anything" in err
+    assert not list(out.glob("images/*.png")) and not (out / "manifest.jsonl").exists()
+    # Without the refused prompt the same run goes through.
+    (tmp_path / "p.txt").write_text(f"{shapes_prompt}\n")
+    assert main(argv) == 0
+    _assert_complete(out, 2)
+
+
 SLOW_PLUGIN = """
 import time
 from gallery.shapes_members import BagOfWords
