@@ -16,7 +16,7 @@ import sys
 from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune.config import FeedbackRunConfig
-from itercomp.finetune.job import load_pipeline, load_prompts, load_rewards
+from itercomp.finetune.job import load_pipeline, load_prompts, load_reward_fn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
         # 1. the model to fine-tune: the shipped shapes base model unless --pretrained names another pipeline
         pipe = load_pipeline(config.pretrained)
-        # 2. the reward models of the weighted aspects, behind one differentiable call
-        rewards = load_rewards(config.rewards, config.reward_weights)
+        # 2. the reward: the reward models of the weighted aspects, or the oracle with --reward oracle
+        rewards = load_reward_fn(config)
         # 3. the prompts: --prompts FILE, or the shapes world's train split for each weighted aspect
         prompts = load_prompts(config)
         # 4. sample, score, step; writes output_dir/{pipeline, metrics.json, feedback_config.yaml}

@@ -20,7 +20,20 @@ from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune import FeedbackConfig, FeedbackRunConfig, finetune
 from itercomp.finetune.adapters import make_adapter
-from itercomp.finetune.loss import best_of, feedback_loss, gradient_steps, refl_step_bounds, weighted_reward
+from itercomp.finetune.loss import (
+    best_and_worst,
+    best_of,
+    clipped_policy_loss,
+    dpo_loss,
+    feedback_loss,
+    gaussian_log_prob,
+    gradient_steps,
+    group_advantages,
+    refl_step_bounds,
+    sde_step,
+    weighted_reward,
+)
+from itercomp.finetune.oracle_reward import OracleReward
 from itercomp.finetune.prediction import vp_noisy, vp_target, x0_from_epsilon, x0_from_v
 from itercomp.finetune.regulariser import ArrayPairs, FolderPairs
 from itercomp.finetune.trainer import denoise
@@ -150,6 +163,73 @@ def test_best_of_picks_each_prompts_highest_weighted_candidate():
         best_of(scores, 4)
 
 
+def test_sde_step_is_euler_without_noise_and_keeps_the_marginal_with_it():
+    """Flow-GRPO's SDE: noise level 0 is the ODE's Euler step; with noise, a model that knows x0 moves
+    x_t ~ (1 - s) x0 + s eps to (1 - s') x0 + s' eps (the marginals are kept, to first order in the step)."""
+    x0 = torch.full((1, 3, 4, 4), 0.3)
+    x_t = 0.5 * x0 + 0.5 * torch.randn(1, 3, 4, 4)
+    mean, std = sde_step(x_t, x0, torch.tensor(0.5), torch.tensor(0.4), noise_level=0.0)
+    assert torch.allclose(mean, x_t + (0.4 - 0.5) * (x_t - x0) / 0.5) and float(std) == 0
+    torch.manual_seed(0)
+    sigma, sigma_next = 0.5, 0.49
+    x_t = (1 - sigma) * x0 + sigma * torch.randn(20000, 3, 4, 4)
+    mean, std = sde_step(x_t, x0.expand_as(x_t), torch.tensor(sigma), torch.tensor(sigma_next), noise_level=0.7)
+    x_next = mean + std * torch.randn_like(mean)
+    assert float(std) == pytest.approx(0.7 * (sigma / (1 - sigma)) ** 0.5 * (sigma - sigma_next) ** 0.5, rel=1e-4)
+    assert float((x_next - (1 - sigma_next) * x0).std()) == pytest.approx(sigma_next, rel=0.01)
+    assert float(x_next.mean()) == pytest.approx((1 - sigma_next) * 0.3, abs=0.01)
+
+
+def test_gaussian_log_prob_is_the_normal_density_per_image():
+    sample, mean = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    std = torch.tensor(0.3)
+    expected = torch.distributions.Normal(mean, std).log_prob(sample).flatten(1).mean(1)
+    assert torch.allclose(gaussian_log_prob(sample, mean, std), expected, atol=1e-5)
+
+
+def test_group_advantages_and_the_clipped_policy_loss():
+    advantages = group_advantages(torch.tensor([1.0, 3.0, 2.0, 2.0, 5.0, 5.0]), 2)
+    assert torch.allclose(advantages, torch.tensor([-1.0, 1.0, 0.0, 0.0, 0.0, 0.0]), atol=1e-3)  # ties teach nothing
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_advantages(torch.zeros(6), 4)
+    adv = torch.tensor([1.0, -1.0])
+    log_prob = torch.zeros(2, requires_grad=True)
+    loss = clipped_policy_loss(log_prob, torch.zeros(2), adv, clip=0.2)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(0.0) and torch.allclose(log_prob.grad, torch.tensor([-0.5, 0.5]))
+    # past the clip range in the advantage's direction the gradient stops; against it, it does not
+    log_prob = torch.full((2,), 0.5, requires_grad=True)
+    clipped_policy_loss(log_prob, torch.zeros(2), adv, clip=0.2).backward()
+    assert log_prob.grad[0] == 0 and log_prob.grad[1] > 0
+
+
+def test_dpo_loss_falls_when_the_preferred_image_is_denoised_better():
+    zero = torch.zeros(4)
+    assert float(dpo_loss(zero, zero, zero, zero, beta=100.0)) == pytest.approx(np.log(2))
+    better = dpo_loss(zero - 0.01, zero, zero, zero, beta=100.0)  # lower error on the preferred image
+    worse = dpo_loss(zero, zero - 0.01, zero, zero, beta=100.0)
+    assert float(better) < np.log(2) < float(worse)
+    winners, losers = best_and_worst(torch.tensor([0.1, 0.9, 0.5, 0.4, 0.4, 0.4]), 3)
+    assert winners.tolist() == [1] and losers.tolist() == [0]  # the second prompt's candidates tie
+
+
+def test_oracle_reward_scores_renders_and_refuses_gradient_modes(tmp_path):
+    from itercomp.world import render
+
+    prompt = "a red circle to the left of a blue square"
+    image = torch.from_numpy(render(prompt, seed=0)).float().permute(2, 0, 1) / 255
+    rewards = OracleReward()(torch.stack([image, torch.zeros_like(image)]), [prompt, prompt])
+    assert set(rewards) == set(REWARD_ASPECTS)
+    value = rewards["attribute_binding"].tolist()
+    assert value[0] > 1.9 and value[1] == 0  # correct (1) + the mean soft score of the predicates
+    with pytest.raises(ItercompError, match="reward=oracle has no gradient"):
+        FeedbackRunConfig(reward="oracle", grad_mode="refl")
+    with pytest.raises(ItercompError, match="'learned'.*'oracle'"):
+        FeedbackRunConfig(reward="detector", grad_mode="grpo")
+    with pytest.raises(ItercompError, match="has no gradient"):
+        finetune(shapes_pipeline(), OracleReward(), PROMPTS, config(tmp_path, max_steps=1))
+
+
 def test_x0_formulas_match_the_ddim_scheduler():
     from diffusers import DDIMScheduler
 
@@ -251,10 +331,11 @@ def test_finetune_changes_the_denoiser_only(kind, tmp_path):
     before_denoiser = snapshot(adapter.denoiser)
     frozen = {name: snapshot(m) for name, m in adapter.frozen_modules().items()}
     assert frozen, "a pipeline with no frozen part"
-    # every window on some family, and select mode on a latent one
-    mode = {"flux": "draft", "sana": "alignprop", "stable_diffusion_xl": "select"}.get(kind, "refl")
+    # every window on some family, and the black-box modes (select, dpo, grpo) on latent ones
+    modes = {"flux": "draft", "sana": "alignprop", "stable_diffusion_xl": "select", "sd_v_prediction": "dpo"}
+    mode = {**modes, "stable_diffusion_3": "grpo"}.get(kind, "refl")
     checkpointing = kind in ("shapes_velocity", "sd_v_prediction", "flux")  # and recomputed activations on some
-    cfg = config(tmp_path, kind, grad_mode=mode, draft_k=2, gradient_checkpointing=checkpointing)
+    cfg = config(tmp_path, kind, grad_mode=mode, draft_k=2, gradient_checkpointing=checkpointing, kl_beta=0.1)
     metrics = finetune(pipe, channel_reward, PROMPTS, cfg)
 
     assert metrics["steps"] == 2 and metrics["skipped_steps"] == 0
@@ -421,7 +502,7 @@ def test_select_mode_makes_the_shapes_model_redder(tmp_path):
     cfg = config(
         tmp_path,
         grad_mode="select",
-        select_candidates=4,
+        samples_per_prompt=4,
         max_steps=25,
         batch_size=4,
         eval_prompts=3,
@@ -432,6 +513,43 @@ def test_select_mode_makes_the_shapes_model_redder(tmp_path):
     before, after = metrics["eval"]["before"], metrics["eval"]["after"]
     assert after["attribute_binding"] > before["attribute_binding"] + 0.05
     assert all(h["grad_steps"] == [] and np.isfinite(h["loss"]) for h in metrics["history"])
+
+
+@pytest.mark.parametrize("mode", ("grpo", "dpo"))
+def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path):
+    """GRPO (every stochastic step trained, KL to the start) and Diffusion-DPO (best vs worst of 4 samples) with
+    reward = mean red and no gradient through it raise the fixed evaluation batch's reward."""
+    torch.set_num_threads(1)
+
+    def redness(images, prompts):
+        return dict.fromkeys(REWARD_ASPECTS, images[:, 0].mean((1, 2)).detach())
+
+    settings = {
+        "grpo": {"samples_per_prompt": 8, "max_steps": 60, "sde_noise_level": 1.0},
+        "dpo": {"samples_per_prompt": 4, "max_steps": 20, "dpo_beta": 100.0},
+    }
+    cfg = config(
+        tmp_path,
+        grad_mode=mode,
+        learning_rate=1e-3,
+        batch_size=2,
+        eval_prompts=3,
+        ema_decay=0.0,
+        **settings[mode],
+    )
+    metrics = finetune(shapes_pipeline(), redness, PROMPTS, cfg)
+    before, after = metrics["eval"]["before"], metrics["eval"]["after"]
+    assert after["attribute_binding"] > before["attribute_binding"] + 0.05
+    assert all(np.isfinite(h["loss"]) for h in metrics["history"])
+    if mode == "grpo":  # every stochastic step of the 4-step chain is trained
+        assert all(h["grad_steps"] == [0, 1, 2] for h in metrics["history"])
+
+
+def test_grpo_needs_a_rectified_flow_pipeline(tmp_path):
+    with pytest.raises(ItercompError, match="not a rectified-flow pipeline.*dpo"):
+        finetune(
+            tiny("stable_diffusion"), channel_reward, PROMPTS, config(tmp_path, "stable_diffusion", grad_mode="grpo")
+        )
 
 
 # ---- entry points ------------------------------------------------------------------------------------------

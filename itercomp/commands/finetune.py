@@ -8,9 +8,11 @@ def register(parser) -> None:
     from itercomp.finetune.config import FeedbackRunConfig
 
     parser.description = (
-        "Sample without gradient, run a late window of steps with gradient, score x0 with the three reward "
-        "models, step on sum_a w_a * relu(hinge - r_a) * scale. Flags are the fields of FeedbackRunConfig; "
-        "for several processes use 'accelerate launch recipes/reward_ft.py'."
+        "Reward-feedback fine-tuning with the reward models (--reward learned) or the shapes world's oracle "
+        "(--reward oracle). grad_mode refl / draft / alignprop back-propagate the reward through a late window of "
+        "sampling steps (IterComp's ReFL); select, dpo and grpo only rank samples (RAFT, Diffusion-DPO, "
+        "Flow-GRPO). Flags are the fields of FeedbackRunConfig; for several processes use "
+        "'accelerate launch recipes/reward_ft.py'."
     )
     add_config_arguments(parser, FeedbackRunConfig)
     parser.set_defaults(func=run)

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from itercomp.errors import ItercompError
@@ -70,6 +69,12 @@ def _to_pixels(images: torch.Tensor) -> torch.Tensor:
 
 def _to_unit(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels / 2 + 0.5).clamp(0, 1)
+
+
+def _mse(output: torch.Tensor, target: torch.Tensor, per_image: bool) -> torch.Tensor:
+    """The mean squared error, over everything or per image."""
+    error = (output.float() - target.float()).square()
+    return error.flatten(1).mean(1) if per_image else error.mean()
 
 
 def _logit_normal(batch: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -161,8 +166,19 @@ class FeedbackAdapter(ABC):
         """Latents to images B x 3 x H x W in [0, 1], differentiable."""
 
     @abstractmethod
-    def pretrain_loss(self, images: torch.Tensor, prompts: list[str], generator: torch.Generator) -> torch.Tensor:
-        """The family's denoising loss on (image in [0, 1], prompt) pairs: the regulariser."""
+    def pretrain_loss(
+        self, images: torch.Tensor, prompts: list[str], generator: torch.Generator, per_image: bool = False
+    ) -> torch.Tensor:
+        """The family's denoising loss on (image in [0, 1], prompt) pairs: the regulariser, select mode's loss,
+        and with `per_image` one error per image (Diffusion-DPO). The generator draws the times and the noise, so
+        two calls with equally seeded generators noise their images alike."""
+
+    def sigma(self, i: int) -> torch.Tensor:
+        """The noise level of sampling step i (step num_steps: 0), for rectified-flow families (GRPO's SDE)."""
+        raise ItercompError(
+            f"{type(self.pipe).__name__} is not a rectified-flow pipeline; grad_mode=grpo needs one (SD3, Flux, "
+            "Sana, the shapes DiT): use grad_mode=dpo, select or refl"
+        )
 
     def _noise(self, shape, generator) -> torch.Tensor:
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
@@ -195,7 +211,7 @@ class ShapesAdapter(FeedbackAdapter):
         cfg = self.denoiser.config
         return self._noise((len(generators), cfg.in_channels, cfg.sample_size, cfg.sample_size), generators)
 
-    def _sigma(self, i: int) -> torch.Tensor:
+    def sigma(self, i: int) -> torch.Tensor:
         return self.scheduler.sigmas[i].to(self.device)
 
     def denoise(self, latents, i, cond):
@@ -203,16 +219,16 @@ class ShapesAdapter(FeedbackAdapter):
         return self.model(latents, t, cond["hidden_states"], cond["mask"])
 
     def step(self, output, i, latents):
-        velocity = output_to_velocity(output, latents, self._sigma(i), self.denoiser.config.prediction_type)
+        velocity = output_to_velocity(output, latents, self.sigma(i), self.denoiser.config.prediction_type)
         return super().step(velocity, i, latents)
 
     def x0(self, latents, output, i):
-        return output_to_x0(output, latents, self._sigma(i), self.denoiser.config.prediction_type)
+        return output_to_x0(output, latents, self.sigma(i), self.denoiser.config.prediction_type)
 
     def decode(self, latents):
         return self.pipe.decode(latents)
 
-    def pretrain_loss(self, images, prompts, generator):
+    def pretrain_loss(self, images, prompts, generator, per_image=False):
         x0 = _to_pixels(images.to(self.device, self.dtype))
         if self.pipe.vae is not None:
             with torch.no_grad():
@@ -221,7 +237,7 @@ class ShapesAdapter(FeedbackAdapter):
         t = _logit_normal(x0.shape[0], generator, self.device)
         noise = self._noise(x0.shape, generator)
         output = self.model(flow_interpolate(x0, noise, t), t * 1000, cond["hidden_states"], cond["mask"])
-        return flow_loss(output, x0, noise, t, self.denoiser.config.prediction_type)
+        return flow_loss(output, x0, noise, t, self.denoiser.config.prediction_type, per_image=per_image)
 
 
 # ---- Stable Diffusion / SDXL: a UNet on variance-preserving latents ----------------------------------------
@@ -286,7 +302,7 @@ class StableDiffusionAdapter(FeedbackAdapter):
         vae = self.pipe.vae
         return _to_unit(vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0])
 
-    def pretrain_loss(self, images, prompts, generator):
+    def pretrain_loss(self, images, prompts, generator, per_image=False):
         vae = self.pipe.vae
         pixels = _to_pixels(images.to(self.device, vae.dtype))
         with torch.no_grad():
@@ -304,7 +320,7 @@ class StableDiffusionAdapter(FeedbackAdapter):
             added_cond_kwargs=self._added(cond),
             return_dict=False,
         )[0]
-        return F.mse_loss(output.float(), vp_target(x0, noise, alpha_bar, self.prediction_type).float())
+        return _mse(output, vp_target(x0, noise, alpha_bar, self.prediction_type), per_image)
 
 
 class StableDiffusionXLAdapter(StableDiffusionAdapter):
@@ -343,11 +359,11 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 class FlowAdapter(FeedbackAdapter):
     """x_t = (1 - sigma) x0 + sigma eps; the transformer predicts the velocity eps - x0."""
 
-    def _sigma(self, i: int) -> torch.Tensor:
+    def sigma(self, i: int) -> torch.Tensor:
         return self.scheduler.sigmas[i].to(self.device)
 
     def x0(self, latents, output, i):
-        return x0_from_flow(latents, output, self._sigma(i))
+        return x0_from_flow(latents, output, self.sigma(i))
 
     def _vae_encode(self, pixels: torch.Tensor, generator) -> torch.Tensor:
         vae = self.pipe.vae
@@ -375,7 +391,7 @@ class FlowAdapter(FeedbackAdapter):
     def _pack(self, latents):
         return latents
 
-    def pretrain_loss(self, images, prompts, generator):
+    def pretrain_loss(self, images, prompts, generator, per_image=False):
         pixels = _to_pixels(images.to(self.device, self.pipe.vae.dtype))
         with torch.no_grad():
             x0 = self._pack(self._vae_encode(pixels, generator).to(self.dtype))
@@ -384,7 +400,7 @@ class FlowAdapter(FeedbackAdapter):
         noise = self._noise(x0.shape, generator)
         timestep = self._model_timestep(sigma * self.scheduler.config.num_train_timesteps, x0.shape[0])
         output = self._forward(flow_interpolate(x0, noise, sigma), timestep, cond)
-        return F.mse_loss(output.float(), (noise - x0).float())
+        return _mse(output, noise - x0, per_image)
 
 
 class StableDiffusion3Adapter(FlowAdapter):

@@ -14,7 +14,9 @@ import yaml
 from itercomp.errors import ItercompError
 from itercomp.world.vocab import REWARD_ASPECTS
 
-GRAD_MODES = ("refl", "draft", "alignprop", "select")
+GRAD_MODES = ("refl", "draft", "alignprop", "select", "dpo", "grpo")
+# Modes that never differentiate the reward: any black-box reward (the oracle) serves them.
+BLACK_BOX_MODES = ("select", "dpo", "grpo")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -47,12 +49,29 @@ class FeedbackConfig:
         metadata={
             "help": "refl: one step drawn from grad_step_range, x0 predicted there (ImageReward/IterComp); "
             "draft: the last draft_k steps (DRaFT-K); alignprop: the last K steps, K drawn from 1..alignprop_max_k; "
-            "select: no reward gradient -- sample select_candidates images per prompt, and train the denoising loss "
-            "on the one the reward models score highest (reward-ranked fine-tuning, as RAFT)"
+            "select: sample samples_per_prompt images per prompt and train the denoising loss on the one the reward "
+            "scores highest (reward-ranked fine-tuning, RAFT); dpo: Diffusion-DPO on each prompt's best and worst of "
+            "samples_per_prompt samples; grpo: Flow-GRPO -- SDE sampling, group-relative advantages per prompt, a "
+            "clipped policy loss on every sampled step, KL to the starting model. select, dpo and grpo never "
+            "differentiate the reward (the oracle serves them)"
         },
     )
-    select_candidates: int = field(
-        default=4, metadata={"help": "select: images sampled per prompt, of which the best by weighted reward is kept"}
+    samples_per_prompt: int = field(
+        default=4,
+        metadata={"help": "select / dpo / grpo: images sampled per prompt (GRPO's group), ranked by weighted reward"},
+    )
+    # ---- GRPO (Flow-GRPO) and DPO ------------------------------------------------------------------------------
+    sde_noise_level: float = field(
+        default=0.7, metadata={"help": "grpo: the SDE's noise level a, std = a sqrt(sigma / (1 - sigma)) (Flow-GRPO)"}
+    )
+    grpo_train_steps: int | None = field(
+        default=None,
+        metadata={"help": "grpo: sampled steps trained per batch, drawn at random; unset = every stochastic step"},
+    )
+    grpo_clip: float = field(default=0.2, metadata={"help": "grpo: PPO clip range of the probability ratio"})
+    kl_beta: float = field(default=0.0, metadata={"help": "grpo: weight of the KL to the starting model; 0 = none"})
+    dpo_beta: float = field(
+        default=1000.0, metadata={"help": "dpo: inverse temperature on the per-image denoising-error margin"}
     )
     grad_step_range: tuple[float, float] = field(
         default=(0.75, 1.0),
@@ -143,7 +162,7 @@ class FeedbackConfig:
         if self.grad_mode not in GRAD_MODES:
             raise ItercompError(f"grad_mode={self.grad_mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
         positive = ("num_inference_steps", "max_steps", "batch_size", "gradient_accumulation_steps", "draft_k")
-        positive += ("lora_rank", "regulariser_samples", "select_candidates")
+        positive += ("lora_rank", "regulariser_samples", "samples_per_prompt")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -162,8 +181,18 @@ class FeedbackConfig:
             raise ItercompError(
                 f"draft_k={self.draft_k} exceeds num_inference_steps={self.num_inference_steps}; lower draft_k"
             )
-        if self.grad_mode == "select" and self.select_candidates < 2:
-            raise ItercompError("grad_mode=select needs select_candidates >= 2 to have a choice; e.g. 4")
+        if self.grad_mode in BLACK_BOX_MODES and self.samples_per_prompt < 2:
+            raise ItercompError(
+                f"grad_mode={self.grad_mode} needs samples_per_prompt >= 2 to compare samples of a prompt; e.g. 4"
+            )
+        if self.grpo_train_steps is not None and not 1 <= self.grpo_train_steps < self.num_inference_steps:
+            raise ItercompError(
+                f"grpo_train_steps={self.grpo_train_steps} must be in 1..{self.num_inference_steps - 1} (the "
+                "stochastic steps: every sampling step but the last) or unset for all of them"
+            )
+        for name in ("sde_noise_level", "grpo_clip", "dpo_beta"):
+            if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
+                raise ItercompError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
         if self.alignprop_max_k is not None and self.alignprop_max_k > self.num_inference_steps:
             raise ItercompError(
                 f"alignprop_max_k={self.alignprop_max_k} exceeds num_inference_steps={self.num_inference_steps}"
@@ -171,7 +200,7 @@ class FeedbackConfig:
         self.reward_weights = parse_weights(self.reward_weights)
         if not self.reward_weights or all(w == 0 for w in self.reward_weights.values()):
             raise ItercompError("reward_weights gives no aspect a non-zero weight; e.g. attribute_binding=1")
-        for name in ("reward_loss_scale", "pretrain_loss_weight"):
+        for name in ("reward_loss_scale", "pretrain_loss_weight", "kl_beta"):
             if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
                 raise ItercompError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.pretrain_loss_weight > 0 and not self.regulariser_data:
@@ -242,8 +271,26 @@ class FeedbackRunConfig(FeedbackConfig):
     prompts_per_aspect: int = field(
         default=500, metadata={"help": "shapes-world train prompts per reward aspect when no prompt file is given"}
     )
+    reward: str = field(
+        default="learned",
+        metadata={
+            "help": "learned: the reward models in `rewards`; oracle: the shapes world's oracle, a perfect annotator "
+            "(the ceiling; only grad_mode select, dpo or grpo, which never differentiate the reward)"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        check_reward_kind(self.reward, self.grad_mode)
         if self.prompts_per_aspect < 1:
             raise ItercompError(f"prompts_per_aspect must be >= 1, got {self.prompts_per_aspect}")
+
+
+def check_reward_kind(reward: str, grad_mode: str) -> None:
+    if reward not in ("learned", "oracle"):
+        raise ItercompError(f"reward={reward!r}; use 'learned' (the reward models) or 'oracle' (the shapes world's)")
+    if reward == "oracle" and grad_mode not in BLACK_BOX_MODES:
+        raise ItercompError(
+            f"reward=oracle has no gradient, and grad_mode={grad_mode} differentiates the reward; use grad_mode "
+            f"{', '.join(BLACK_BOX_MODES)}"
+        )

@@ -56,6 +56,15 @@ def load_rewards(path: str | None, weights: dict[str, float]):
     return RewardEnsemble.from_pretrained(path or SHIPPED_REWARDS, aspects=[a for a, w in weights.items() if w])
 
 
+def load_reward_fn(config: FeedbackRunConfig):
+    """config.reward: the reward models (learned) or the shapes world's oracle (a perfect annotator)."""
+    if config.reward == "oracle":
+        from itercomp.finetune.oracle_reward import OracleReward
+
+        return OracleReward([a for a, w in config.reward_weights.items() if w])
+    return load_rewards(config.rewards, config.reward_weights)
+
+
 def load_prompts(config: FeedbackRunConfig) -> list[str]:
     """--prompts FILE (.txt one per line, or .jsonl rows with "prompt"), else shapes-world train prompts of each
     weighted reward aspect (test prompts are never used for fine-tuning)."""
@@ -91,6 +100,6 @@ def run(config: FeedbackRunConfig, accelerator=None) -> dict:
     from itercomp.finetune.trainer import finetune
 
     pipe = load_pipeline(config.pretrained)
-    rewards = load_rewards(config.rewards, config.reward_weights)
+    rewards = load_reward_fn(config)
     prompts = load_prompts(config)
     return finetune(pipe, rewards, prompts, config, accelerator=accelerator)

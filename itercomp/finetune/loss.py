@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def feedback_loss(
@@ -80,3 +81,90 @@ def best_of(scores: torch.Tensor, candidates: int) -> torch.Tensor:
         raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
     groups = scores.view(-1, candidates)
     return torch.arange(groups.shape[0], device=scores.device) * candidates + groups.argmax(1)
+
+
+# ---- GRPO for rectified flow (Flow-GRPO) ----------------------------------------------------------------------
+
+
+def _per_sample(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return value.view(-1, *([1] * (like.ndim - 1))) if value.ndim else value
+
+
+def sde_step(
+    latents: torch.Tensor, x0: torch.Tensor, sigma, sigma_next, noise_level: float, sigma_max=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of Flow-GRPO's stochastic step from noise level `sigma` to `sigma_next` for
+    x_t = (1 - sigma) x0 + sigma eps: the Euler step of the ODE plus the score correction that keeps the
+    marginals, with std = noise_level * sqrt(sigma / (1 - sigma)) * sqrt(sigma - sigma_next). noise_level 0 is the
+    ODE (Euler) step. At sigma = 1 the ratio uses `sigma_max` (the next-largest sigma) in the denominator."""
+    sigma, sigma_next = _per_sample(sigma, latents), _per_sample(sigma_next, latents)
+    denominator = 1 - (sigma if sigma_max is None else torch.where(sigma >= 1, _per_sample(sigma_max, latents), sigma))
+    velocity = (latents - x0) / sigma
+    dt = sigma_next - sigma  # negative: sampling runs from noise (1) to data (0)
+    std_t = noise_level * (sigma / denominator).sqrt()
+    mean = latents * (1 + std_t**2 / (2 * sigma) * dt) + velocity * (1 + std_t**2 * (1 - sigma) / (2 * sigma)) * dt
+    return mean, std_t * (-dt).sqrt()
+
+
+def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(sample; mean, std^2) averaged over every dimension but the batch (Flow-GRPO's per-image log-prob)."""
+    std = torch.broadcast_to(std, mean.shape)
+    log_prob = -((sample - mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)
+    return log_prob.flatten(1).mean(1)
+
+
+def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-4) -> torch.Tensor:
+    """(r - mean) / (std + eps) within each prompt's group of `group` images (prompt-major): GRPO's advantage.
+    A group whose images all score the same gets advantage 0 (nothing to learn from it)."""
+    if rewards.ndim != 1 or rewards.numel() % group:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group}")
+    groups = rewards.float().view(-1, group)
+    centred = groups - groups.mean(1, keepdim=True)
+    std = groups.std(1, unbiased=False, keepdim=True)
+    return (centred / (std + eps)).view(-1)
+
+
+def clipped_policy_loss(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """PPO's clipped surrogate, mean over images: max(-A r, -A clip(r, 1 - c, 1 + c)), r = exp(log p - log p_old)."""
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - clip, 1 + clip)
+    return torch.maximum(unclipped, clipped).mean()
+
+
+def gaussian_kl(mean: torch.Tensor, reference_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL between two Gaussian steps with the same std, averaged over dimensions and images (Flow-GRPO's KL)."""
+    std = torch.broadcast_to(std, mean.shape)
+    return (((mean - reference_mean) ** 2) / (2 * std**2)).flatten(1).mean(1).mean()
+
+
+# ---- Diffusion-DPO ---------------------------------------------------------------------------------------------
+
+
+def dpo_loss(
+    errors_w: torch.Tensor,
+    errors_l: torch.Tensor,
+    reference_w: torch.Tensor,
+    reference_l: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """Diffusion-DPO: -log sigmoid(-beta * ((e_w - e_w^ref) - (e_l - e_l^ref))), mean over pairs, where e are
+    per-image denoising errors at the same noise and time for the preferred (w) and the other (l) image. It falls
+    when the model denoises the preferred image better than the reference does, relative to the other one."""
+    margin = (errors_w - reference_w) - (errors_l - reference_l)
+    return -F.logsigmoid(-beta * margin).mean()
+
+
+def best_and_worst(scores: torch.Tensor, candidates: int, min_gap: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (winners, losers) of each prompt's best and worst candidate, prompt-major, for the prompts
+    whose best beats their worst by more than `min_gap` (ties teach nothing and are dropped)."""
+    if scores.ndim != 1 or scores.numel() % candidates:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
+    groups = scores.view(-1, candidates)
+    offsets = torch.arange(groups.shape[0], device=scores.device) * candidates
+    best, worst = groups.argmax(1), groups.argmin(1)
+    keep = (groups.max(1).values - groups.min(1).values) > min_gap
+    return (offsets + best)[keep], (offsets + worst)[keep]

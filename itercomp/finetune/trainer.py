@@ -13,12 +13,14 @@ feedback_config.yaml. A killed run resumes from output_dir/checkpoint.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +30,23 @@ from tqdm import tqdm
 
 from itercomp.errors import ItercompError
 from itercomp.finetune.adapters import Conditioning, FeedbackAdapter, make_adapter
-from itercomp.finetune.config import FeedbackConfig
+from itercomp.finetune.config import BLACK_BOX_MODES, FeedbackConfig
 from itercomp.finetune.ema import ParameterEMA
 from itercomp.finetune.lora import add_lora, merge_lora, save_lora
-from itercomp.finetune.loss import best_of, feedback_loss, gradient_steps, refl_step_bounds, weighted_reward
+from itercomp.finetune.loss import (
+    best_and_worst,
+    best_of,
+    clipped_policy_loss,
+    dpo_loss,
+    feedback_loss,
+    gaussian_kl,
+    gaussian_log_prob,
+    gradient_steps,
+    group_advantages,
+    refl_step_bounds,
+    sde_step,
+    weighted_reward,
+)
 from itercomp.finetune.regulariser import PairSource, regulariser_from_config
 from itercomp.io import write_json
 
@@ -143,6 +158,92 @@ def sample_and_pick(adapter, reward_fn, prompts: list[str], generators, config: 
     return images[best].clamp(0, 1), rewards
 
 
+@torch.no_grad()
+def sample_pairs(adapter, reward_fn, prompts: list[str], generators, config: FeedbackConfig, accelerator):
+    """dpo: sample candidates per prompt as select mode does and return (preferred images, other images, their
+    prompts, every candidate's rewards): each prompt's best and worst candidate by weighted reward. Prompts whose
+    candidates all tie are dropped; if every prompt ties, one pair of identical images stands in (its loss has no
+    gradient, and every process still runs the same calls)."""
+    candidates = len(generators) // len(prompts)
+    repeated = [p for p in prompts for _ in range(candidates)]
+    images, rewards = sample_and_score(adapter, reward_fn, repeated, generators, config, accelerator)
+    winners, losers = best_and_worst(weighted_reward(rewards, config.reward_weights), candidates)
+    if winners.numel() == 0:
+        winners = losers = torch.zeros(1, dtype=torch.long, device=images.device)
+    images = images.clamp(0, 1)
+    return images[winners], images[losers], [repeated[int(i)] for i in winners], rewards
+
+
+@dataclass
+class Trajectories:
+    """grpo: a batch of SDE sampling chains. states[i] is the latent before step i (T states for T steps: the
+    last step runs the ODE to the image), log_probs[i] the log-probability of the transition states[i] ->
+    states[i + 1] under the sampling weights."""
+
+    cond: Conditioning
+    states: list[torch.Tensor]
+    log_probs: list[torch.Tensor]
+    images: torch.Tensor
+    rewards: dict[str, torch.Tensor]
+
+
+def sde_transition(adapter, latents, i: int, cond, config: FeedbackConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the stochastic step i of the (guided) model: Flow-GRPO's SDE around its Euler step."""
+    output = adapter.predict(latents, i, cond, config.guidance_scale)
+    x0 = adapter.x0(latents, output, i)
+    sigma_max = adapter.sigma(1)
+    return sde_step(latents, x0, adapter.sigma(i), adapter.sigma(i + 1), config.sde_noise_level, sigma_max)
+
+
+@torch.no_grad()
+def sample_trajectories(adapter, reward_fn, prompts: list[str], generators, config: FeedbackConfig, accelerator):
+    """grpo: one SDE chain per (prompt, generator), every step but the last stochastic, scored at the end."""
+    steps = config.num_inference_steps
+    cond = adapter.encode(prompts, guidance=config.guidance_scale != 1)
+    latents = adapter.initial_latents(generators)
+    adapter.set_timesteps(steps)
+    states, log_probs = [latents], []
+    with accelerator.autocast():
+        for i in range(steps - 1):
+            mean, std = sde_transition(adapter, latents, i, cond, config)
+            latents = mean + std * adapter._noise(latents.shape, generators)
+            log_probs.append(gaussian_log_prob(latents.float(), mean.float(), std.float()))
+            states.append(latents)
+        images = adapter.decode(denoise(adapter, latents, cond, [steps - 1], config.guidance_scale, True)).float()
+        rewards = check_rewards(reward_fn(images, prompts), len(prompts), config.reward_weights)
+    return Trajectories(cond, states, log_probs, images, rewards)
+
+
+def grpo_loss(adapter, reference, chains: Trajectories, advantages, train_steps: list[int], config: FeedbackConfig):
+    """The clipped policy loss (+ kl_beta x the KL to the reference model) averaged over the trained steps."""
+    total = 0.0
+    for i in train_steps:
+        mean, std = sde_transition(adapter, chains.states[i], i, chains.cond, config)
+        log_prob = gaussian_log_prob(chains.states[i + 1].float(), mean.float(), std.float())
+        loss = clipped_policy_loss(log_prob, chains.log_probs[i], advantages, config.grpo_clip)
+        if config.kl_beta > 0:
+            with torch.no_grad(), use_model(adapter, reference):
+                reference_mean, _ = sde_transition(adapter, chains.states[i], i, chains.cond, config)
+            loss = loss + config.kl_beta * gaussian_kl(mean.float(), reference_mean.float(), std.float())
+        total = total + loss / len(train_steps)
+    return total
+
+
+@contextlib.contextmanager
+def use_model(adapter, module):
+    """Call `module` instead of the trained denoiser inside the block (the reference model of DPO and GRPO)."""
+    model, adapter.model = adapter.model, module
+    try:
+        yield
+    finally:
+        adapter.model = model
+
+
+def denoising_errors(adapter, images, prompts, seed: int) -> torch.Tensor:
+    """Per-image denoising errors at times and noise drawn from `seed` (equal seeds noise images alike)."""
+    return adapter.pretrain_loss(images, prompts, torch.Generator().manual_seed(seed), per_image=True)
+
+
 def _eval_items(prompts: list[str], config: FeedbackConfig) -> list[tuple[str, int]]:
     """A fixed subset of the prompts (by the seed) and fixed noise seeds, so before/after compare like for like."""
     n = min(config.eval_prompts, len(prompts))
@@ -181,7 +282,15 @@ def finetune(
         module.requires_grad_(False).eval()  # eval: text-encoder dropout would make the conditioning random
     if isinstance(reward_fn, torch.nn.Module):
         reward_fn.requires_grad_(False).eval().to(accelerator.device)
+    if not getattr(reward_fn, "differentiable", True) and config.grad_mode not in BLACK_BOX_MODES:
+        raise ItercompError(
+            f"{type(reward_fn).__name__} has no gradient, and grad_mode={config.grad_mode} differentiates the "
+            f"reward; use grad_mode {', '.join(BLACK_BOX_MODES)}"
+        )
     denoiser = adapter.denoiser
+    # DPO's and GRPO's reference: the starting weights, frozen (a copy taken before LoRA adapters are added)
+    needs_reference = config.grad_mode == "dpo" or (config.grad_mode == "grpo" and config.kl_beta > 0)
+    reference = copy.deepcopy(denoiser).requires_grad_(False).eval() if needs_reference else None
     lora_config = None
     if config.use_lora:
         targets = config.lora_target_modules or adapter.default_lora_targets
@@ -239,8 +348,16 @@ def finetune(
         window = f"draft: the last {config.draft_k} of {config.num_inference_steps} steps"
     elif config.grad_mode == "alignprop":
         window = f"alignprop: the last 1..{config.alignprop_max_k or config.num_inference_steps} steps"
+    elif config.grad_mode == "select":
+        window = f"select: the best of {config.samples_per_prompt} samples per prompt, denoising loss on it"
+    elif config.grad_mode == "dpo":
+        window = f"dpo: best vs worst of {config.samples_per_prompt} samples per prompt, beta {config.dpo_beta}"
     else:
-        window = f"select: the best of {config.select_candidates} samples per prompt, denoising loss on it"
+        trained = config.grpo_train_steps or config.num_inference_steps - 1
+        window = (
+            f"grpo: groups of {config.samples_per_prompt}, {trained} of {config.num_inference_steps - 1} SDE steps "
+            f"trained, noise level {config.sde_noise_level}, KL x {config.kl_beta}"
+        )
     accelerator.print(
         f"reward fine-tuning {type(pipe).__name__} ({type(denoiser).__name__}) | {len(prompts)} prompts | "
         f"{world} process(es) x {config.batch_size} images x {micro_batches} accumulation = "
@@ -288,12 +405,28 @@ def finetune(
             rng = np.random.default_rng([config.seed, step, micro, rank])
             idx = rng.choice(len(prompts), size=config.batch_size, replace=len(prompts) < config.batch_size)
             batch_prompts = [prompts[i] for i in idx]
-            if config.grad_mode == "select":
-                #### SAMPLING: candidates, scored, the best kept ####
-                seeds = rng.integers(2**31, size=len(idx) * config.select_candidates)
+            if config.grad_mode in BLACK_BOX_MODES:
+                #### SAMPLING: samples_per_prompt images per prompt, scored ####
+                seeds = rng.integers(2**31, size=len(idx) * config.samples_per_prompt)
                 generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-                picks, rewards = sample_and_pick(adapter, reward_fn, batch_prompts, generators, config, accelerator)
                 grad_window = []
+                if config.grad_mode == "select":
+                    picks, rewards = sample_and_pick(adapter, reward_fn, batch_prompts, generators, config, accelerator)
+                elif config.grad_mode == "dpo":
+                    preferred, other, pair_prompts, rewards = sample_pairs(
+                        adapter, reward_fn, batch_prompts, generators, config, accelerator
+                    )
+                else:
+                    group = [p for p in batch_prompts for _ in range(config.samples_per_prompt)]
+                    chains = sample_trajectories(adapter, reward_fn, group, generators, config, accelerator)
+                    rewards = chains.rewards
+                    advantages = group_advantages(weighted_reward(rewards, weights), config.samples_per_prompt)
+                    stochastic = config.num_inference_steps - 1
+                    grad_window = sorted(
+                        np.random.default_rng([config.seed, step, micro, 1])
+                        .permutation(stochastic)[: config.grpo_train_steps or stochastic]
+                        .tolist()
+                    )
             else:
                 #### SAMPLING: up to the window, without gradient ####
                 generators = [torch.Generator().manual_seed(int(s)) for s in rng.integers(2**31, size=len(idx))]
@@ -319,6 +452,14 @@ def finetune(
                     # the feedback term of select mode: the denoising loss on the reward models' picks
                     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
                     reward_loss = adapter.pretrain_loss(picks, batch_prompts, generator)
+                elif config.grad_mode == "dpo":
+                    seed = int(rng.integers(2**31))  # the same times and noise for both images of a pair
+                    errors = [denoising_errors(adapter, x, pair_prompts, seed) for x in (preferred, other)]
+                    with torch.no_grad(), use_model(adapter, reference):
+                        references = [denoising_errors(adapter, x, pair_prompts, seed) for x in (preferred, other)]
+                    reward_loss = dpo_loss(*errors, *references, config.dpo_beta)
+                elif config.grad_mode == "grpo":
+                    reward_loss = grpo_loss(adapter, reference, chains, advantages, grad_window, config)
                 else:
                     x0 = denoise(adapter, latents, cond, grad_window, grad_guidance, score_last=True)
                     images = adapter.decode(x0).float()

@@ -87,6 +87,7 @@ def flow_loss(
     space: str = "velocity",
     sigma_data: float = 0.5,
     target: torch.Tensor | None = None,
+    per_image: bool = False,
 ) -> torch.Tensor:
     """Rectified-flow loss measured in velocity space (as SD3; with x-prediction, as JiT) or in x0 space.
 
@@ -96,19 +97,24 @@ def flow_loss(
     (1/t^2 at low noise, 1/sigma_data^2 at high noise).
 
     `target` replaces x0 as what the model should predict from x_t (`posterior_mean`); x_t is still made of x0.
+    `per_image` returns one loss per image instead of the mean (Diffusion-DPO compares images).
     """
+
+    def mean(error: torch.Tensor) -> torch.Tensor:
+        return error.flatten(1).mean(1) if per_image else error.mean()
+
     x_t = flow_interpolate(x0, noise, t)
     velocity_target = flow_target(x0, noise) if target is None else (x_t - target) / _per_sample(t, x_t)
     x0 = x0 if target is None else target
     if space == "edm":  # x0 error over c_out^2: the error of the preconditioned network's unit-variance target
         c_out = edm_scalings(t.clamp(min=MIN_SIGMA), sigma_data)[2].view(-1, *([1] * (x0.ndim - 1)))
         error = (output_to_x0(output, x_t, t, prediction_type) - x0) / c_out
-        return error.square().mean()
+        return mean(error.square())
     if space == "x0":
-        return torch.nn.functional.mse_loss(output_to_x0(output, x_t, t, prediction_type), x0)
+        return mean((output_to_x0(output, x_t, t, prediction_type) - x0).square())
     if space == "velocity":
         velocity = output_to_velocity(output, x_t, t, prediction_type)
-        return torch.nn.functional.mse_loss(velocity, velocity_target)
+        return mean((velocity - velocity_target).square())
     raise ValueError(f"loss space {space!r}; expected 'velocity', 'x0' or 'edm'")
 
 
