@@ -4,6 +4,8 @@
   rankings; idempotent submissions; assignment; progress.
 - `annotation_app.tasks`: tasks from a gallery run's `manifest.jsonl`, and the per-aspect guidelines.
 - `annotation_app.server.create_app`: FastAPI app with the JSON API and the Gradio UI mounted on it.
+- `annotation_app.auth`: failed-login limits and page sessions kept in the store; `annotation_app.images`: images
+  as annotators get them (pixels only, for blind ranking).
 - `annotation_app.agreement`, `annotation_app.simulate`, `annotation_app.interchange`: statistics, simulated
   annotators, export to a Hugging Face dataset and `rankings.jsonl`, importers for IterComp and ImageReward files.
 """
