@@ -170,6 +170,7 @@ def test_failed_logins_are_limited_per_name_and_per_address(guarded):
             assert client.post("/api/login", json={"username": ghost, "password": "guess-guess"}).status_code == 401
         response = client.post("/api/login", json={"username": "bob", "password": PASSWORD})
         assert response.status_code == 429 and response.headers["Retry-After"]
+        assert page_login(client, "bob").status_code != 200  # the page's form counts the same address
 
 
 def test_unknown_names_cost_a_full_password_hash(tmp_path, monkeypatch):
