@@ -630,3 +630,33 @@ def test_cli_builds_its_help_without_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+
+
+def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
+    """Every ordered pair of a rankings.jsonl (test prompts left out) becomes a (preferred, other) pair, and DPO
+    trains on them alone with online_pairs off."""
+    from itercomp.finetune.preferences import PreferencePairs
+    from itercomp.records import Candidate, Ranking
+    from reward_models.data import split_for
+
+    prompts = {s: next(p for p in (f"a red circle and a {c} square" for c in ("blue", "green", "white", "yellow", "purple")) if split_for(p) == s) for s in ("train", "test")}  # fmt: skip
+    rows = []
+    for split, prompt in prompts.items():
+        candidates = []
+        for k, value in enumerate((250, 120, 10)):
+            path = tmp_path / f"{split}{k}.png"
+            Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(path)
+            candidates.append(Candidate(f"{split}{k}", "g", k, path.name, ""))
+        order = [c.image_id for c in candidates]
+        rows.append(Ranking(f"p-{split}", prompt, "attribute_binding", candidates, order, "simulated").to_dict())
+    (tmp_path / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    pairs = PreferencePairs.from_rankings(tmp_path / "rankings.jsonl")
+    assert len(pairs) == 3 and set(pairs.prompts) == {prompts["train"]}  # C(3, 2) train pairs, no test pair
+    preferred, other, _ = pairs.sample(16, np.random.default_rng(0))
+    assert bool((preferred.mean((1, 2, 3)) > other.mean((1, 2, 3))).all())  # brighter is ranked first
+    cfg = config(tmp_path, grad_mode="dpo", online_pairs=False, preference_pairs=str(tmp_path / "rankings.jsonl"))
+    metrics = finetune(shapes_pipeline(), channel_reward, PROMPTS, cfg)
+    assert metrics["steps"] == 2 and all(np.isfinite(h["loss"]) for h in metrics["history"])
+    with pytest.raises(ItercompError, match="needs preference_pairs"):
+        FeedbackConfig(grad_mode="dpo", online_pairs=False)

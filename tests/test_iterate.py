@@ -151,6 +151,7 @@ def test_config_from_yaml_and_flags_merges_sections_key_by_key(tmp_path):
         ({"annotators": "crowd"}, "--annotators must be one of"),
         ({"members": ("layout_planner",)}, "leaves out the fine-tuned member 'base'"),
         ({"rewards": {"epochs": "many"}}, "RewardTrainConfig.epochs must be int"),
+        ({"reward": "oracle"}, "reward=oracle has no gradient"),
     ],
 )
 def test_config_errors_name_the_problem(values, needle):
@@ -335,16 +336,23 @@ def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
         assert {c["generator"] for c in new["candidates"]} - {c["generator"] for c in old["candidates"]} == {"base_r2"}
 
 
-def test_one_round_with_the_real_finetune(world, tmp_path):
-    pytest.importorskip("itercomp.finetune.trainer", reason="itercomp.finetune has not landed")
+@pytest.mark.parametrize("reward,mode", [("learned", "refl"), ("oracle", "dpo")])
+def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
+    """ReFL on the reward models, and DPO on the oracle with the round's rankings as preference pairs; the report
+    puts the learned rewards beside the oracle's accuracy."""
     from itercomp.loop.run import iterate
     from itercomp.models.pipeline import ShapesDiTPipeline
 
     out = tmp_path / "real"
-    config = _config(world, out, rounds=1, finetune={"max_steps": 1, "batch_size": 2, "eval_prompts": 2, "cpu": True})
+    finetune = {"max_steps": 1, "batch_size": 2, "eval_prompts": 2, "cpu": True, "grad_mode": mode}
+    config = _config(world, out, rounds=1, reward=reward, finetune=finetune)
     report = iterate(config, log=lambda _: None)
     finetune = report["rounds"][1]["finetune"]
     assert report["complete"] and finetune["steps"] == 1 and set(finetune["reward_after"]) == set(REWARD_ASPECTS)
+    assert all(set(r["learned_rewards"]) == set(REWARD_ASPECTS) for r in report["rounds"])
+    if mode == "dpo":
+        used = json.loads((RunLayout(out).stage(1, "model") / "metrics.json").read_text())["config"]
+        assert used["preference_pairs"] == str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")
     tuned = ShapesDiTPipeline.from_pretrained(RunLayout(out).pipeline(1)).transformer.state_dict()
     base = ShapesDiTPipeline.from_pretrained(world / "base").transformer.state_dict()
     assert any(not torch.equal(tuned[name], base[name]) for name in base)

@@ -70,6 +70,17 @@ class FeedbackConfig:
     )
     grpo_clip: float = field(default=0.2, metadata={"help": "grpo: PPO clip range of the probability ratio"})
     kl_beta: float = field(default=0.0, metadata={"help": "grpo: weight of the KL to the starting model; 0 = none"})
+    preference_pairs: str | None = field(
+        default=None,
+        metadata={
+            "help": "dpo: a rankings.jsonl whose ranked images give batch_size (preferred, other) pairs per micro-batch "
+            "(the loop passes its rankings); unset = only the current model's own samples"
+        },
+    )
+    online_pairs: bool = field(
+        default=True,
+        metadata={"help": "dpo: also pair each prompt's best and worst of samples_per_prompt own samples by reward"},
+    )
     dpo_beta: float = field(
         default=1000.0, metadata={"help": "dpo: inverse temperature on the per-image denoising-error margin"}
     )
@@ -189,6 +200,10 @@ class FeedbackConfig:
             raise ItercompError(
                 f"grpo_train_steps={self.grpo_train_steps} must be in 1..{self.num_inference_steps - 1} (the "
                 "stochastic steps: every sampling step but the last) or unset for all of them"
+            )
+        if self.grad_mode == "dpo" and not self.online_pairs and not self.preference_pairs:
+            raise ItercompError(
+                "grad_mode=dpo with online_pairs=false needs preference_pairs (a rankings.jsonl); set one or both"
             )
         for name in ("sde_noise_level", "grpo_clip", "dpo_beta"):
             if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):

@@ -47,6 +47,7 @@ from itercomp.finetune.loss import (
     sde_step,
     weighted_reward,
 )
+from itercomp.finetune.preferences import PreferencePairs
 from itercomp.finetune.regulariser import PairSource, regulariser_from_config
 from itercomp.io import write_json
 
@@ -174,6 +175,24 @@ def sample_pairs(adapter, reward_fn, prompts: list[str], generators, config: Fee
     return images[winners], images[losers], [repeated[int(i)] for i in winners], rewards
 
 
+def dpo_batch(adapter, reward_fn, prompts, generators, preferences, rng, config: FeedbackConfig, accelerator):
+    """dpo: the micro-batch's pairs -- the current model's own best vs worst (online_pairs) followed by
+    batch_size pairs drawn from the ranked preference pairs -- and the rewards of the own samples ({} if none)."""
+    preferred, other, pair_prompts, rewards = [], [], [], {}
+    if config.online_pairs:
+        good, bad, pair_prompts, rewards = sample_pairs(adapter, reward_fn, prompts, generators, config, accelerator)
+        preferred, other = [good], [bad]
+    if preferences is not None:
+        good, bad, ranked_prompts = preferences.sample(config.batch_size, rng)
+        size = (adapter.resolution, adapter.resolution)
+        if good.shape[-2:] != size:
+            good, bad = (F.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1) for x in (good, bad))
+        preferred.append(good.to(adapter.device))
+        other.append(bad.to(adapter.device))
+        pair_prompts = pair_prompts + ranked_prompts
+    return torch.cat(preferred), torch.cat(other), pair_prompts, rewards
+
+
 @dataclass
 class Trajectories:
     """grpo: a batch of SDE sampling chains. states[i] is the latent before step i (T states for T steps: the
@@ -258,6 +277,7 @@ def finetune(
     config: FeedbackConfig,
     accelerator=None,
     regulariser_data: PairSource | None = None,
+    preferences: PreferencePairs | None = None,
 ) -> dict:
     """Fine-tune `pipe`'s denoiser (or LoRA adapters on it) in place with reward feedback; returns the metrics
     also written to output_dir/metrics.json."""
@@ -313,6 +333,8 @@ def finetune(
             config.regulariser_data, config.regulariser_samples, config.seed, adapter.resolution
         )
     use_regulariser = config.pretrain_loss_weight > 0 and regulariser_data is not None
+    if preferences is None and config.grad_mode == "dpo" and config.preference_pairs:
+        preferences = PreferencePairs.from_rankings(config.preference_pairs)
     if accelerator.is_main_process:
         save_config(config, out / "feedback_config.yaml")
 
@@ -351,7 +373,12 @@ def finetune(
     elif config.grad_mode == "select":
         window = f"select: the best of {config.samples_per_prompt} samples per prompt, denoising loss on it"
     elif config.grad_mode == "dpo":
-        window = f"dpo: best vs worst of {config.samples_per_prompt} samples per prompt, beta {config.dpo_beta}"
+        sources = (
+            [f"best vs worst of {config.samples_per_prompt} own samples per prompt"] if config.online_pairs else []
+        )
+        if preferences is not None:
+            sources.append(f"{config.batch_size} of {len(preferences)} ranked pairs")
+        window = f"dpo: {' + '.join(sources)} per micro-batch, beta {config.dpo_beta}"
     else:
         trained = config.grpo_train_steps or config.num_inference_steps - 1
         window = (
@@ -413,8 +440,8 @@ def finetune(
                 if config.grad_mode == "select":
                     picks, rewards = sample_and_pick(adapter, reward_fn, batch_prompts, generators, config, accelerator)
                 elif config.grad_mode == "dpo":
-                    preferred, other, pair_prompts, rewards = sample_pairs(
-                        adapter, reward_fn, batch_prompts, generators, config, accelerator
+                    preferred, other, pair_prompts, rewards = dpo_batch(
+                        adapter, reward_fn, batch_prompts, generators, preferences, rng, config, accelerator
                     )
                 else:
                     group = [p for p in batch_prompts for _ in range(config.samples_per_prompt)]

@@ -19,6 +19,7 @@ import yaml
 
 from itercomp.config import _base, _coerce, _converter
 from itercomp.errors import ItercompError
+from itercomp.finetune.config import check_reward_kind
 from reward_models.config import RewardTrainConfig
 
 ANNOTATOR_MODES = ("simulated", "human")
@@ -82,6 +83,13 @@ class IterateConfig:
         default=6, metadata={"help": "new val-split prompts per aspect ranked each round (reward-model validation)"}
     )
     images_per_prompt: int = field(default=1, metadata={"help": "images per prompt and gallery member (seeds)"})
+    current_model_seeds: int = field(
+        default=4,
+        metadata={
+            "help": "seeds per prompt of the current model (the base, then the latest fine-tuned one) in each round's "
+            "rankings: same-model pairs, the comparisons reward feedback makes (at least images_per_prompt)"
+        },
+    )
     # rankings
     annotators: str = field(
         default="simulated",
@@ -118,6 +126,13 @@ class IterateConfig:
         metadata={"help": "RewardTrainConfig fields for refinement, e.g. --rewards epochs=2 learning_rate=1e-4"},
     )
     # fine-tuning
+    reward: str = field(
+        default="learned",
+        metadata={
+            "help": "what fine-tuning climbs: learned (the round's reward models) or oracle (the shapes world's "
+            "oracle, a perfect annotator: the ceiling; needs --finetune grad_mode=grpo, dpo or select)"
+        },
+    )
     finetune_prompts_per_aspect: int = field(
         default=128, metadata={"help": "train-split prompts per aspect (complex included) fine-tuned on"}
     )
@@ -147,7 +162,8 @@ class IterateConfig:
         self.finetune = {**_finetune_defaults(), **self.finetune}
         if self.rounds < 0:
             raise ItercompError(f"--rounds must be >= 0, got {self.rounds}")
-        positive = ("prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "overlap")
+        positive = ("prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "current_model_seeds")
+        positive += ("overlap",)
         positive += ("simulated_annotators", "finetune_prompts_per_aspect", "eval_prompts_per_aspect")
         positive += ("eval_batch_size",)
         for name in positive:
@@ -170,6 +186,7 @@ class IterateConfig:
                 f"--members {','.join(self.members)} leaves out the fine-tuned member {self.base_member!r}; add it"
             )
         self.check_rewards_section()
+        check_reward_kind(self.reward, self.finetune.get("grad_mode", "refl"))
 
     def check_rewards_section(self) -> None:
         check_section("rewards", self.rewards, RewardTrainConfig)

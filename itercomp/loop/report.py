@@ -40,6 +40,7 @@ def round_entry(layout: RunLayout, k: int) -> dict | None:
         "complete": all(v is not None for v in done.values()),
         "model": evaluation["summary"]["model"] if evaluation else None,
         "test": evaluation["summary"]["per_aspect"] if evaluation else None,
+        "learned_rewards": evaluation["summary"].get("learned_rewards") if evaluation else None,
         "timings": {name: v["seconds"] for name, v in done.items() if v is not None},
     }
     if k > 0:

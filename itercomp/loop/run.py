@@ -152,19 +152,37 @@ def evaluation_set(config: IterateConfig) -> list[tuple[str, str]]:
 
 
 def render_round_gallery(run: Run, k: int) -> dict:
+    """Every member renders round k's prompts with `images_per_prompt` seeds; the current model (the base in
+    round 1, round k-1's fine-tuned model after) renders `current_model_seeds`, so each ranking holds several
+    seeds of the model being fine-tuned: the same-model pairs that reward feedback has to get right."""
     config = run.config
     prompts = round_prompts(config, k)
     gallery = run.gallery_at(k)
+    folder = run.layout.stage(k, "gallery")
+    current = run.member(k - 1).name
+    extra = max(config.current_model_seeds, config.images_per_prompt)
+    if extra > config.images_per_prompt:  # first, so the full gallery's call writes run.json and the grids
+        render_gallery(
+            gallery, prompts, folder, members=[current], images_per_prompt=extra, seed=config.seed,
+            grids=False, log=run.log,
+        )  # fmt: skip
     summary = render_gallery(
-        gallery, prompts, run.layout.stage(k, "gallery"), images_per_prompt=config.images_per_prompt,
+        gallery, prompts, folder, images_per_prompt=config.images_per_prompt,
         seed=config.seed, skip_unavailable=config.skip_unavailable, log=run.log,
     )  # fmt: skip
+    images = read_jsonl(folder / MANIFEST)
     return {
         "prompts": len(prompts),
         "members": [m["name"] for m in summary["members"]],
         "skipped_members": summary["skipped_members"],
-        "images": summary["images"],
+        "images": len(images),
         "images_per_second": summary["images_per_second"],
+        "same_model": {
+            "member": current,
+            "seeds": extra,
+            "images": sum(r["generator"] == current for r in images),
+            "pairs_per_ranking": extra * (extra - 1) // 2,
+        },
     }
 
 
@@ -302,14 +320,23 @@ def finetune_model(run: Run, k: int) -> dict:
 
     config, folder = run.config, run.layout.stage(k, "model")
     pipe = run.load_pipeline(k - 1)
-    rewards = RewardEnsemble.from_pretrained(run.layout.stage(k, "rewards"))
-    rewards = rewards.to(pipe.device).eval().requires_grad_(False)
+    if config.reward == "oracle":
+        from itercomp.finetune.oracle_reward import OracleReward
+
+        rewards, source = OracleReward(), "the oracle (a perfect annotator)"
+    else:
+        rewards = RewardEnsemble.from_pretrained(run.layout.stage(k, "rewards"))
+        rewards, source = rewards.to(pipe.device).eval().requires_grad_(False), f"the round-{k} reward models"
     prompts = finetune_prompts(config)
+    loop_fields = {} if "seed" in config.finetune else {"seed": config.seed + k}
+    if config.finetune.get("grad_mode") == "dpo" and "preference_pairs" not in config.finetune:
+        # DPO learns from the round's rankings directly (plus the current model's own samples ranked by reward)
+        loop_fields["preference_pairs"] = str(run.layout.stage(k, "rankings") / "rankings.jsonl")
     feedback = section_config(
         "finetune", {**sampling_settings(run), **config.finetune}, run.feedback_config_cls, output_dir=str(folder),
-        **({} if "seed" in config.finetune else {"seed": config.seed + k}),
+        **loop_fields,
     )  # fmt: skip
-    run.log(f"fine-tuning {run.member(k - 1).name} on {len(prompts)} prompts with the round-{k} reward models")
+    run.log(f"fine-tuning {run.member(k - 1).name} on {len(prompts)} prompts with {source}")
     metrics = run.finetune_fn(pipe, rewards, prompts, feedback)
     if not (run.layout.pipeline(k) / "model_index.json").is_file():
         raise ItercompError(
@@ -365,7 +392,38 @@ def evaluate_model(run: Run, k: int) -> dict:
         Image.fromarray(image).save(folder / "images" / eval_image_name(row["prompt_id"], row["seed"]))
     write_jsonl(folder / "rows.jsonl", result["rows"])
     write_json(folder / "eval.json", result["summary"])
-    return {"model": run.member(k).build().model_path, "per_aspect": result["summary"], "images": len(result["rows"])}
+    summary = {
+        "model": run.member(k).build().model_path,
+        "per_aspect": result["summary"],
+        "images": len(result["rows"]),
+    }
+    rewards = run.reward_models(k)
+    if rewards is not None:  # what the round's reward models think of the same images, beside the oracle
+        summary["learned_rewards"] = mean_learned_rewards(rewards, result["rows"], result["images"])
+    return summary
+
+
+def mean_learned_rewards(folder: Path, rows: list[dict], images) -> dict[str, float]:
+    """Mean normalised reward of each aspect's reward model on the evaluation images (H x W x 3 uint8) of its
+    own aspect."""
+    import numpy as np
+    import torch
+
+    from reward_models.ensemble import RewardEnsemble
+
+    models = RewardEnsemble.from_pretrained(folder).eval()
+    means = {}
+    for aspect, model in models.models.items():
+        picked = [i for i, row in enumerate(rows) if row["aspect"] == aspect]
+        scores = []
+        for start in range(0, len(picked), SCORE_BATCH):
+            chunk = picked[start : start + SCORE_BATCH]
+            batch = torch.from_numpy(np.stack([images[i] for i in chunk])).permute(0, 3, 1, 2).float() / 255
+            with torch.no_grad():
+                scores.append(model.score(batch, [rows[i]["prompt"] for i in chunk]))
+        if scores:
+            means[aspect] = round(float(torch.cat(scores).mean()), 4)
+    return means
 
 
 def expand_rankings(run: Run, k: int) -> dict:

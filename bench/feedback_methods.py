@@ -1,0 +1,171 @@
+"""Benchmark: which feedback method moves the base model, with the oracle (a perfect annotator) and with the
+learned reward models, at an equal number of sampled images.
+
+python bench/feedback_methods.py --images 1600 --eval-prompts 100 --seeds 2 --out bench/results/feedback_methods.json
+
+Each run fine-tunes the shipped base model (or --base) from the same start with one mode and one reward:
+
+- refl      back-propagates the reward through one late sampling step (IterComp); learned rewards only
+- select    trains the denoising loss on each prompt's best of samples_per_prompt samples (RAFT)
+- dpo       Diffusion-DPO on each prompt's best vs worst sample (here without ranked pairs: online only)
+- grpo      Flow-GRPO on every stochastic step, group-relative advantages
+
+Steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
+samples batch_size x samples_per_prompt; one of refl samples batch_size). Each mode's learning rate, batch and
+group come from MODES (the values that moved each at all in this world; --lr overrides all). The fine-tuned
+model and the base are sampled on the same test prompts and seeds, and scored by the oracle; differences are
+paired per (prompt, seed), with standard errors. Writes JSON and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+
+from itercomp.io import write_json  # noqa: E402
+from itercomp.world.vocab import REWARD_ASPECTS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# What each mode needs to move at all here (batch = prompts per step; a black-box step samples batch x group).
+MODES = {
+    "refl": {"learning_rate": 1e-4, "batch_size": 8},
+    "select": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4},
+    "dpo": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4, "dpo_beta": 100.0},
+    "grpo": {
+        "learning_rate": 3e-4, "batch_size": 4, "samples_per_prompt": 8, "num_inference_steps": 10,
+        "grpo_train_steps": 3, "sde_noise_level": 1.0,
+    },
+}  # fmt: skip
+# The loop's fine-tuning defaults (itercomp.loop.config) that every mode shares.
+SHARED = {"guidance_scale": 3.0, "grad_guidance_scale": 3.0, "num_inference_steps": 20, "ema_decay": 0.99,
+          "pretrain_loss_weight": 0.1, "regulariser_data": "shapes", "regulariser_samples": 512, "eval_prompts": 0,
+          "checkpoint_every": 0, "cpu": True}  # fmt: skip
+
+
+def images_per_step(settings: dict) -> int:
+    return settings["batch_size"] * settings.get("samples_per_prompt", 1)
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(var / n)
+
+
+def paired(rows: list[dict], base: list[dict]) -> dict:
+    """Per aspect: accuracy of both, and the paired difference (same prompt and seed) with its standard error."""
+    out = {}
+    for aspect in REWARD_ASPECTS:
+        mine = [r for r in rows if r["aspect"] == aspect]
+        theirs = [r for r in base if r["aspect"] == aspect]
+        diffs = [float(a["correct"]) - float(b["correct"]) for a, b in zip(mine, theirs)]
+        diff, se = mean_and_se(diffs)
+        out[aspect] = {
+            "accuracy": mean_and_se([float(r["correct"]) for r in mine])[0],
+            "base": mean_and_se([float(r["correct"]) for r in theirs])[0],
+            "vs_base": diff,
+            "vs_base_se": se,
+        }
+    diffs = [out[a]["vs_base"] for a in REWARD_ASPECTS]
+    out["mean_vs_base"] = sum(diffs) / len(diffs)
+    return out
+
+
+def evaluate(pipe, prompts, seeds) -> list[dict]:
+    from itercomp.models.evaluate import evaluate_pipeline
+
+    return evaluate_pipeline(pipe, prompts, seeds=seeds, num_inference_steps=20, guidance_scale=3.0)["rows"]
+
+
+def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
+    from itercomp.finetune import FeedbackConfig, finetune
+    from itercomp.finetune.job import load_pipeline, load_rewards
+    from itercomp.finetune.oracle_reward import OracleReward
+    from itercomp.world import generate_prompts
+
+    settings = {**SHARED, **MODES[mode], **({"learning_rate": args.lr} if args.lr else {})}
+    steps = max(1, round(args.images / images_per_step(settings)))
+    out = Path(args.work) / f"{mode}-{reward}"
+    config = FeedbackConfig(
+        **settings, grad_mode=mode, max_steps=steps, output_dir=str(out), resume=False, threads=args.threads
+    )
+    reward_fn = OracleReward() if reward == "oracle" else load_rewards(args.rewards, config.reward_weights)
+    train = [p for a in REWARD_ASPECTS for p in generate_prompts(a, "train", 500)]
+    pipe = load_pipeline(args.base)
+    started = time.perf_counter()
+    metrics = finetune(pipe, reward_fn, train, config)
+    seconds = time.perf_counter() - started
+    result = paired(evaluate(pipe, prompts, args.seeds), base_rows)
+    history = metrics["history"]
+    tenth = max(1, len(history) // 10)
+    first = [sum(h["rewards"].values()) / len(h["rewards"]) for h in history[:tenth]]
+    last = [sum(h["rewards"].values()) / len(h["rewards"]) for h in history[-tenth:]]
+    return {
+        "mode": mode,
+        "reward": reward,
+        "settings": {k: v for k, v in settings.items() if k in MODES[mode] or k == "learning_rate"},
+        "steps": steps,
+        "sampled_images": steps * images_per_step(settings),
+        "train_seconds": round(seconds, 1),
+        "train_reward_first_tenth": sum(first) / len(first),
+        "train_reward_last_tenth": sum(last) / len(last),
+        "test": result,
+    }
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"{'mode':<8}{'reward':<9}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
+    lines[0] += f"{'mean':>9}"
+    for r in results:
+        cells = "".join(f"{r['test'][a]['vs_base']:>+13.3f} ± {r['test'][a]['vs_base_se']:.3f}" for a in REWARD_ASPECTS)
+        lines.append(
+            f"{r['mode']:<8}{r['reward']:<9}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
+            f"{r['test']['mean_vs_base']:>+9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from itercomp.finetune.job import load_pipeline
+    from itercomp.models.evaluate import evaluation_prompts
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--rewards", nargs="+", dest="reward_kinds", default=["oracle", "learned"])
+    parser.add_argument("--images", type=int, default=1600, help="sampled images per run (sets the steps)")
+    parser.add_argument("--lr", type=float, default=None, help="one learning rate for every mode")
+    parser.add_argument("--eval-prompts", type=int, default=100, help="test prompts per aspect")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--base", default=None, help="pipeline folder; default the shipped base")
+    parser.add_argument("--reward-models", dest="rewards", default=None, help="default the shipped reward models")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-feedback-methods"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "feedback_methods.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    prompts = evaluation_prompts(args.eval_prompts, "test", REWARD_ASPECTS)
+    base_rows = evaluate(load_pipeline(args.base), prompts, args.seeds)
+    results = []
+    for mode in args.modes:
+        for reward in args.reward_kinds:
+            if reward == "oracle" and mode == "refl":
+                continue  # the oracle has no gradient
+            results.append(run_one(mode, reward, args, base_rows, prompts))
+            print(table(results[-1:]), flush=True)
+    summary = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
+    write_json(args.out, summary)
+    print(table(results))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

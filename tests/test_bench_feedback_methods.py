@@ -1,0 +1,50 @@
+"""bench/feedback_methods.py's harness: equal sampled images per mode, paired differences with standard errors,
+and one tiny end-to-end run per black-box mode on a tiny base model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from bench_helpers import load_bench
+
+from itercomp.world.vocab import REWARD_ASPECTS
+
+bench = load_bench("feedback_methods")
+
+
+def test_every_mode_samples_the_same_number_of_images():
+    steps = {m: round(1600 / bench.images_per_step({**bench.SHARED, **s})) for m, s in bench.MODES.items()}
+    for mode, settings in bench.MODES.items():
+        assert steps[mode] * bench.images_per_step(settings) == pytest.approx(1600, rel=0.05)
+
+
+def test_paired_differences_and_their_standard_error():
+    def rows(correct):
+        return [{"aspect": a, "correct": c} for a in REWARD_ASPECTS for c in correct]
+
+    result = bench.paired(rows([1, 1, 0, 0]), rows([0, 1, 0, 1]))
+    for aspect in REWARD_ASPECTS:
+        assert result[aspect]["accuracy"] == 0.5 and result[aspect]["base"] == 0.5
+        assert result[aspect]["vs_base"] == 0.0
+        assert result[aspect]["vs_base_se"] == pytest.approx((2 / 3) ** 0.5 / 2)  # diffs 1, 0, 0, -1
+    assert bench.paired(rows([1, 1]), rows([0, 0]))["mean_vs_base"] == 1.0
+
+
+def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch):
+    from test_finetune import shapes_pipeline
+
+    shapes_pipeline().save_pretrained(tmp_path / "base")
+    monkeypatch.setattr(bench, "SHARED", {**bench.SHARED, "num_inference_steps": 3, "regulariser_samples": 8})
+    tiny = {m: {**s, "batch_size": 1, "samples_per_prompt": 2} for m, s in bench.MODES.items() if m != "refl"}
+    tiny["grpo"].update(num_inference_steps=3, grpo_train_steps=1)
+    monkeypatch.setattr(bench, "MODES", {**bench.MODES, **tiny})
+    out = tmp_path / "r.json"
+    argv = ["--modes", "select", "dpo", "grpo", "--rewards", "oracle", "--images", "4", "--eval-prompts", "1"]
+    argv += ["--seeds", "0", "--base", str(tmp_path / "base"), "--threads", "1", "--work", str(tmp_path / "w")]
+    summary = bench.main([*argv, "--out", str(out)])
+    assert [r["mode"] for r in summary["results"]] == ["select", "dpo", "grpo"]
+    assert all(r["steps"] == 2 and r["sampled_images"] == 4 for r in summary["results"])
+    assert json.loads(out.read_text())["results"][0]["test"]["attribute_binding"]["base"] in (0.0, 1.0)
+    torch.set_num_threads(1)
