@@ -13,11 +13,13 @@ than chance. This measures the remedy of issue #20 on the shipped base's samples
    ones; the same left-right mirrored with left/right swapped; a clean render against one-edit renders. Ordered
    by the oracle: verdict first, then soft score. The rankings and pairs are counted (IterComp used 52,500).
 3. **members**: `--members` reward models per aspect, each refined from `--rewards` on those rankings with its
-   own seed (`--epochs`, `--lr`).
+   own seed (`--epochs`, `--lr`; `--train-views`: each batch under a random exact symmetry). The ensemble is
+   these plus the shipped models.
 4. **evaluate** on the test seeds with `reward_models.evaluation.evaluate_rankings` (what `itercomp rewards eval`
    runs): same-model pair accuracy on pairs whose oracle verdicts differ, and best-of-N (the reward's pick of the
-   N seeds against a random seed and the oracle's pick) -- for the shipped models, each member, the ensemble
-   under each aggregate, and the ensemble with contrastive-prompt normalisation.
+   N seeds against a random seed and the oracle's pick) -- for the shipped models (plain, averaged over `--views`
+   symmetric views, contrastive-prompt normalised), each member, the ensemble under each aggregate, and the
+   conservative ensemble averaged over the views.
 
 Targets (issue #20): verdict pair accuracy >= 0.85 per aspect; gain share (pick - random) / (oracle - random)
 >= 0.75. Writes JSON and prints a table; measured numbers are in docs/rewards.md.
@@ -130,6 +132,8 @@ def main() -> None:
                         "ones: the ensemble's members)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=3, help="refinement epochs (the trainer keeps the best val)")
     parser.add_argument("--views", type=int, default=12, help="symmetric views averaged per reward")
+    parser.add_argument("--train-views", action="store_true",
+                        help="refine with a random exact symmetry per batch (RewardTrainConfig.train_views)")  # fmt: skip
     parser.add_argument("--lr", type=float, default=5e-4, help="refinement learning rate")
     parser.add_argument("--batch-rankings", type=int, default=16, help="rankings per training step")
     parser.add_argument("--sample-steps", type=int, default=20, help="sampler steps of the base model")
@@ -167,7 +171,8 @@ def main() -> None:
             continue
         train(RewardTrainConfig(rankings=str(rankings), output_dir=str(models / name), init_from=args.rewards,
                                 epochs=args.epochs, learning_rate=args.lr, batch_rankings=args.batch_rankings,
-                                seed=k, threads=args.threads, cpu=True))  # fmt: skip
+                                seed=k, threads=args.threads, cpu=True,
+                                train_views="shapes_symmetries" if args.train_views else None))  # fmt: skip
     trained = {name: {a: s["best_val_accuracy"] for a, s in read_json(models / name / "train_summary.json")["aspects"].items()}
                for name in names}  # fmt: skip
     # The ensemble: the models refined from (shipped) plus the shipped ones, each normalised on its own scale.

@@ -78,6 +78,12 @@ class RewardTrainConfig:
     max_train_rankings: int | None = field(
         default=None, metadata={"help": "use only the first N training rankings per aspect (learning curves)"}
     )
+    train_views: str | None = field(
+        default=None,
+        metadata={"help": "augment each training batch with a random exact symmetry of the world "
+                  "(reward_models.ensemble.VIEWS, e.g. shapes_symmetries: mirrors and palette permutations with the "
+                  "prompt rewritten to match); the pairs are unchanged, no ranking is added"},
+    )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU (multi-process CPU runs need it)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (GPUs)"})
@@ -99,5 +105,7 @@ class RewardTrainConfig:
         for name in ("epochs", "batch_rankings"):
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_views is not None and self.train_views != "shapes_symmetries":
+            raise ItercompError(f"train_views={self.train_views!r} is unknown; use shapes_symmetries or leave it unset")
         if not 0 <= self.freeze_ratio <= 1:
             raise ItercompError(f"freeze_ratio must be in [0, 1], got {self.freeze_ratio}")

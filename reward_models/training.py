@@ -12,6 +12,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -21,6 +22,21 @@ from itercomp.io import write_json
 from reward_models.config import RewardTrainConfig, save_config, to_dict
 from reward_models.data import RankingDataset, RankingFile, collate, pair_correct, pair_loss, ranking_pairs
 from reward_models.model import RewardModel
+
+
+def random_view(images: torch.Tensor, prompts: list[str], rng) -> tuple[torch.Tensor, list[str]]:
+    """One random exact symmetry of the shapes world for a whole batch (every candidate of a ranking moves with
+    its prompt, so each pair keeps its label): flips with the relation words swapped, and half the time a palette
+    permutation with the colour words renamed."""
+    from itercomp.errors import PromptError
+    from itercomp.world.augment import apply_view
+
+    permutation = tuple(int(i) for i in rng.permutation(8)) if rng.random() < 0.5 else None
+    spec = (bool(rng.random() < 0.5), bool(rng.random() < 0.5), permutation)
+    try:
+        return apply_view(images, list(prompts), spec)
+    except PromptError as e:
+        raise ItercompError(f"train_views=shapes_symmetries needs shapes-world prompts: {e}") from None
 
 
 def build_model(config: RewardTrainConfig, aspect: str) -> RewardModel:
@@ -164,6 +180,7 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
     )
 
     folder = Path(config.output_dir) / aspect
+    view_rng = np.random.default_rng(config.seed + accelerator.process_index)
     best = {"loss": float("inf"), "epoch": -1}
     history, seen, pairs_done, stale = [], [], 0, 0
     started = time.perf_counter()
@@ -173,6 +190,8 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
         for batch in train_loader:
             seen += batch["index"].tolist()
             unwrapped = accelerator.unwrap_model(model)
+            if config.train_views:
+                batch["images"], batch["prompts"] = random_view(batch["images"], batch["prompts"], view_rng)
             rewards = model(batch["images"], **unwrapped.tokenize(batch["prompts"]))
             loss = pair_loss(rewards, batch["better"], batch["worse"])
             accelerator.backward(loss)

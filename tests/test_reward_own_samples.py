@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from itercomp.errors import ItercompError, PromptError
-from itercomp.io import read_json, save_png, write_jsonl
+from itercomp.io import read_json, read_jsonl, save_png, write_jsonl
 from itercomp.records import Candidate, Ranking
 from itercomp.world import generate_prompts, parse, render, score, split_of
 from itercomp.world.augment import colour_swap_negatives, contrastive_prompts, mirror, swap_colors
@@ -126,10 +127,7 @@ def test_own_sample_rankings_hold_seeds_negatives_mirrors_and_renders(tmp_path):
     assert mirrored.prompt == mirror(np.zeros((4, 4, 3), np.uint8), prompt)[1] and len(mirrored.candidates) == 4
     assert {c.generator.split("+")[0] for c in renders.candidates} == {"render"}
     for ranking in rankings:  # every candidate exists, and the order is the oracle's (verdict, then soft score)
-        images = {
-            c.image_id: np.asarray(__import__("PIL.Image").Image.open(tmp_path / "out" / c.path))
-            for c in ranking.candidates
-        }
+        images = {c.image_id: np.asarray(Image.open(tmp_path / "out" / c.path)) for c in ranking.candidates}
         keys = [oracle_key(images[i], ranking.prompt) for i in ranking.order]
         assert keys == sorted(keys, reverse=True)
         assert len(ranking.pairs()) == sum(a != b for i, a in enumerate(keys) for b in keys[i + 1 :])
@@ -349,3 +347,43 @@ def test_round_gallery_renders_several_seeds_of_the_current_model(tmp_path):
         assert seeds == [0, 1, 2] and [c.seed for c in task.candidates if c.generator == "bag_of_words"] == [0]
     with pytest.raises(ItercompError, match="current_model_seeds"):
         IterateConfig(current_model_seeds=0)
+
+
+def test_training_on_own_sample_rankings_with_symmetry_views(tmp_path):
+    from reward_models.config import RewardTrainConfig
+    from reward_models.training import random_view, train
+
+    prompts = [("attribute_binding", p) for p in generate_prompts("attribute_binding", "train", 4)]
+    prompts += [("attribute_binding", p) for p in generate_prompts("attribute_binding", "val", 2)]
+    rows = _samples(tmp_path, prompts, seeds=3)
+    rankings = build_rankings(rows, tmp_path, tmp_path / "data", OwnSamplesConfig(negatives_from=1, edit_renders=1))
+    write_jsonl(tmp_path / "data" / "rankings.jsonl", [r.to_dict() for r in rankings])
+    config = RewardTrainConfig(rankings=str(tmp_path / "data" / "rankings.jsonl"), output_dir=str(tmp_path / "rm"),
+                               aspects=("attribute_binding",), epochs=2, batch_rankings=4, cpu=True, threads=1,
+                               train_views="shapes_symmetries", **TINY)  # fmt: skip
+    summary = train(config)["attribute_binding"]
+    assert summary["epochs_run"] == 2 and (tmp_path / "rm" / "attribute_binding" / "config.json").is_file()
+    images = torch.rand(2, 3, 32, 32)
+    viewed, texts = random_view(images, ["a red circle to the left of a blue square"] * 2, np.random.default_rng(0))
+    assert viewed.shape == images.shape and len(texts) == 2 and parse(texts[0])
+    with pytest.raises(ItercompError, match="shapes-world prompts"):
+        random_view(images, ["a photo of a cat"] * 2, np.random.default_rng(0))
+    with pytest.raises(ItercompError, match="train_views"):
+        RewardTrainConfig(rankings="r", output_dir="o", train_views="rotations")
+
+
+def test_bench_test_rankings_hold_the_seeds_in_the_oracles_order(tmp_path):
+    from bench_helpers import load_bench
+
+    bench = load_bench("reward_own_samples")
+    prompt = "a red circle and a blue square"
+    images = np.zeros((3, 1, 32, 32, 3), np.uint8)
+    images[:, 0, 4:8, 4:8] = (230, 40, 40)
+    images[2, 0, 20:24, 20:24] = (50, 90, 235)  # seed 2 a little different, so the content hashes differ
+    data = {"attribute_binding": {"images": images, "prompts": [prompt], "scores": np.array([[0.2], [0.5], [0.9]]),
+                                  "correct": np.array([[0.0], [0.0], [1.0]])}}  # fmt: skip
+    path = bench.test_rankings(data, tmp_path)
+    (ranking,) = [Ranking.from_dict(r) for r in read_jsonl(path)]
+    assert [c.seed for c in ranking.candidates] == [0, 1, 2] and {c.generator for c in ranking.candidates} == {"base"}
+    assert [int(i[-1]) for i in ranking.order] == [2, 1, 0]
+    assert same_model_groups(ranking) == [[0, 1, 2]]
