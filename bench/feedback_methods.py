@@ -39,8 +39,8 @@ MODES = {
     "select": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4},
     "dpo": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4, "dpo_beta": 100.0},
     "grpo": {
-        "learning_rate": 3e-4, "batch_size": 4, "samples_per_prompt": 8, "num_inference_steps": 10,
-        "grpo_train_steps": 3, "sde_noise_level": 1.0,
+        "learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 8, "num_inference_steps": 10,
+        "grpo_train_steps": 3, "sde_noise_level": 0.7,
     },
 }  # fmt: skip
 # The loop's fine-tuning defaults (itercomp.loop.config) that every mode shares.

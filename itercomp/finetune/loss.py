@@ -1,5 +1,6 @@
-"""The math of reward feedback as small pure functions: the hinge loss over aspects, the gradient window, and the
-choice among candidates (select mode)."""
+"""The math of reward feedback as small pure functions: the hinge loss over aspects, the gradient window, the
+choice among candidates (select and dpo), Flow-GRPO's SDE step, log-probability, advantages and clipped loss, and
+Diffusion-DPO's loss."""
 
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
 """Reward-feedback fine-tuning: sample without gradient, run a late window of steps with gradient, predict x0,
 decode, score with the reward models, and step on sum_a w_a * relu(hinge - r_a) * scale (+ an optional
-denoising-loss regulariser). One loop; the same function runs in one process or under `accelerate launch`.
+denoising-loss regulariser). The modes that never differentiate the reward replace the window: select (the
+denoising loss on each prompt's best sample), dpo (Diffusion-DPO on best vs worst samples and ranked pairs) and
+grpo (Flow-GRPO on SDE chains). One loop; the same function runs in one process or under `accelerate launch`.
 
     metrics = finetune(pipe, reward_fn, prompts, FeedbackConfig(...))
 
 `reward_fn(images B x 3 x H x W in [0, 1], prompts) -> {aspect: Tensor[B]}` must be differentiable in the images
-(a `reward_models.RewardEnsemble` is one). On return the pipeline's denoiser holds the final weights -- the EMA
+for refl / draft / alignprop (a `reward_models.RewardEnsemble` is); select, dpo and grpo take any black box (the
+oracle: `itercomp.finetune.oracle_reward.OracleReward`). On return the pipeline's denoiser holds the final weights -- the EMA
 average when ema_decay > 0, LoRA merged -- and output_dir holds pipeline/, lora/ (LoRA runs), metrics.json and
 feedback_config.yaml. A killed run resumes from output_dir/checkpoint.
 """
@@ -387,8 +390,10 @@ def finetune(
         )
     accelerator.print(
         f"reward fine-tuning {type(pipe).__name__} ({type(denoiser).__name__}) | {len(prompts)} prompts | "
-        f"{world} process(es) x {config.batch_size} images x {micro_batches} accumulation = "
-        f"{world * config.batch_size * micro_batches} images per step | steps {state['step']}->{config.max_steps} | "
+        f"{world} process(es) x {config.batch_size} prompts x {micro_batches} accumulation = "
+        f"{world * config.batch_size * micro_batches} prompts per step"
+        + (f" x {config.samples_per_prompt} samples" if config.grad_mode in BLACK_BOX_MODES else "")
+        + f" | steps {state['step']}->{config.max_steps} | "
         f"{window} | {adapter.resolution}px | "
         f"{'LoRA r=' + str(config.lora_rank) + ', ' if config.use_lora else ''}{n_trainable:,} trainable of "
         f"{n_total:,} parameters | reward weights {weights}, hinge {config.reward_hinge}, "

@@ -411,16 +411,16 @@ def mean_learned_rewards(folder: Path, rows: list[dict], images) -> dict[str, fl
 
     from reward_models.ensemble import RewardEnsemble
 
-    models = RewardEnsemble.from_pretrained(folder).eval()
+    ensemble = RewardEnsemble.from_pretrained(folder).eval()
     means = {}
-    for aspect, model in models.models.items():
+    for aspect in ensemble.aspects:
         picked = [i for i, row in enumerate(rows) if row["aspect"] == aspect]
         scores = []
         for start in range(0, len(picked), SCORE_BATCH):
             chunk = picked[start : start + SCORE_BATCH]
             batch = torch.from_numpy(np.stack([images[i] for i in chunk])).permute(0, 3, 1, 2).float() / 255
-            with torch.no_grad():
-                scores.append(model.score(batch, [rows[i]["prompt"] for i in chunk]))
+            with torch.no_grad():  # the ensemble as fine-tuning calls it (its aggregate, views, contrast)
+                scores.append(ensemble(batch, [rows[i]["prompt"] for i in chunk])[aspect])
         if scores:
             means[aspect] = round(float(torch.cat(scores).mean()), 4)
     return means
