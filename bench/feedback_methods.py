@@ -10,6 +10,10 @@ Each run fine-tunes the shipped base model (or --base) from the same start with 
 - dpo       Diffusion-DPO on each prompt's best vs worst sample (here without ranked pairs: online only)
 - grpo      Flow-GRPO on every stochastic step, group-relative advantages
 
+Beside them, `--supervised-images N ...` continues training on N ground-truth renders of train prompts with the
+plain denoising loss (batch 16, the same learning rate rule, EMA): the perfect-data reference that tells whether
+the base model can move at all with that much signal.
+
 Steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
 samples batch_size x samples_per_prompt; one of refl samples batch_size). Each mode's learning rate, batch and
 group come from MODES (the values that moved each at all in this world; --lr overrides all). The fine-tuned
@@ -121,13 +125,56 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
     }
 
 
+def run_supervised(images: int, args, base_rows, prompts) -> dict:
+    """The perfect-data reference: the family's denoising loss on ground-truth renders of train prompts."""
+    import numpy as np
+
+    from itercomp.finetune.adapters import make_adapter
+    from itercomp.finetune.ema import ParameterEMA
+    from itercomp.finetune.job import load_pipeline
+    from itercomp.finetune.regulariser import regulariser_from_config
+
+    batch, lr = 16, args.lr or 3e-4
+    pipe = load_pipeline(args.base)
+    adapter = make_adapter(pipe)
+    for module in adapter.frozen_modules().values():
+        module.requires_grad_(False).eval()
+    params = dict(adapter.denoiser.named_parameters())
+    data = regulariser_from_config("shapes", min(images, 4096), 0, adapter.resolution)
+    optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=1e-2)
+    ema = ParameterEMA(params, SHARED["ema_decay"])
+    rng = np.random.default_rng(0)
+    steps = max(1, round(images / batch))
+    started = time.perf_counter()
+    for step in range(steps):
+        pairs, pair_prompts = data.sample(batch, rng)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        adapter.pretrain_loss(pairs, pair_prompts, generator).backward()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(params, step)
+    ema.copy_to(params)
+    seconds = time.perf_counter() - started
+    return {
+        "mode": "supervised",
+        "reward": "ground truth",
+        "settings": {"learning_rate": lr, "batch_size": batch, "renders": len(data)},
+        "steps": steps,
+        "sampled_images": 0,
+        "trained_images": steps * batch,
+        "train_seconds": round(seconds, 1),
+        "test": paired(evaluate(pipe, prompts, args.seeds), base_rows),
+    }
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'mode':<8}{'reward':<9}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
     lines[0] += f"{'mean':>9}"
     for r in results:
         cells = "".join(f"{r['test'][a]['vs_base']:>+13.3f} ± {r['test'][a]['vs_base_se']:.3f}" for a in REWARD_ASPECTS)
         lines.append(
-            f"{r['mode']:<8}{r['reward']:<9}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
+            f"{r['mode'][:8]:<8}{r['reward'][:8]:<9}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
             f"{r['test']['mean_vs_base']:>+9.3f}"
         )
     return "\n".join(lines)
@@ -138,10 +185,15 @@ def main(argv: list[str] | None = None) -> dict:
     from itercomp.models.evaluate import evaluation_prompts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument(
+        "--modes", nargs="*", default=list(MODES), choices=list(MODES), help="none: only --supervised-images"
+    )
     parser.add_argument("--rewards", nargs="+", dest="reward_kinds", default=["oracle", "learned"])
     parser.add_argument("--images", type=int, default=1600, help="sampled images per run (sets the steps)")
     parser.add_argument("--lr", type=float, default=None, help="one learning rate for every mode")
+    parser.add_argument(
+        "--supervised-images", type=int, nargs="*", default=[], help="ground-truth renders for the reference runs"
+    )
     parser.add_argument("--eval-prompts", type=int, default=100, help="test prompts per aspect")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--base", default=None, help="pipeline folder; default the shipped base")
@@ -161,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
                 continue  # the oracle has no gradient
             results.append(run_one(mode, reward, args, base_rows, prompts))
             print(table(results[-1:]), flush=True)
+    for images in args.supervised_images:
+        results.append(run_supervised(images, args, base_rows, prompts))
+        print(table(results[-1:]), flush=True)
     summary = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
     write_json(args.out, summary)
     print(table(results))

@@ -1,5 +1,5 @@
 """bench/feedback_methods.py's harness: equal sampled images per mode, paired differences with standard errors,
-and one tiny end-to-end run per black-box mode on a tiny base model."""
+and one tiny end-to-end run per black-box mode and of the supervised reference on a tiny base model."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch):
     out = tmp_path / "r.json"
     argv = ["--modes", "select", "dpo", "grpo", "--rewards", "oracle", "--images", "4", "--eval-prompts", "1"]
     argv += ["--seeds", "0", "--base", str(tmp_path / "base"), "--threads", "1", "--work", str(tmp_path / "w")]
-    summary = bench.main([*argv, "--out", str(out)])
-    assert [r["mode"] for r in summary["results"]] == ["select", "dpo", "grpo"]
-    assert all(r["steps"] == 2 and r["sampled_images"] == 4 for r in summary["results"])
+    summary = bench.main([*argv, "--supervised-images", "32", "--out", str(out)])
+    assert [r["mode"] for r in summary["results"]] == ["select", "dpo", "grpo", "supervised"]
+    assert all(r["steps"] == 2 and r["sampled_images"] == 4 for r in summary["results"][:3])
+    assert summary["results"][3]["trained_images"] == 32 and summary["results"][3]["steps"] == 2
     assert json.loads(out.read_text())["results"][0]["test"]["attribute_binding"]["base"] in (0.0, 1.0)
     torch.set_num_threads(1)
