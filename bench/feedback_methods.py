@@ -16,7 +16,7 @@ the base model can move at all with that much signal.
 
 Steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
 samples batch_size x samples_per_prompt; one of refl samples batch_size). Each mode's learning rate, batch and
-group come from MODES (the values that moved each at all in this world; --lr overrides all). The fine-tuned
+group come from MODES (the largest tried that did not break the model here; --lr overrides all). The fine-tuned
 model and the base are sampled on the same test prompts and seeds, and scored by the oracle; differences are
 paired per (prompt, seed), with standard errors. Writes JSON and prints a table.
 """
@@ -37,7 +37,8 @@ from itercomp.io import write_json  # noqa: E402
 from itercomp.world.vocab import REWARD_ASPECTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# What each mode needs to move at all here (batch = prompts per step; a black-box step samples batch x group).
+# Each mode's settings: the largest learning rate tried that did not lower its own training reward or break the
+# model (batch = prompts per step; a black-box step samples batch x group).
 MODES = {
     "refl": {"learning_rate": 1e-4, "batch_size": 8},
     "select": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4},
@@ -169,12 +170,12 @@ def run_supervised(images: int, args, base_rows, prompts) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'mode':<8}{'reward':<9}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
+    lines = [f"{'mode':<11}{'reward':<13}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
     lines[0] += f"{'mean':>9}"
     for r in results:
         cells = "".join(f"{r['test'][a]['vs_base']:>+13.3f} ± {r['test'][a]['vs_base_se']:.3f}" for a in REWARD_ASPECTS)
         lines.append(
-            f"{r['mode'][:8]:<8}{r['reward'][:8]:<9}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
+            f"{r['mode']:<11}{r['reward']:<13}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
             f"{r['test']['mean_vs_base']:>+9.3f}"
         )
     return "\n".join(lines)

@@ -340,6 +340,7 @@ def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
 def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
     """ReFL on the reward models, and DPO on the oracle with the round's rankings as preference pairs; the report
     puts the learned rewards beside the oracle's accuracy."""
+    from itercomp.loop.report import format_table
     from itercomp.loop.run import iterate
     from itercomp.models.pipeline import ShapesDiTPipeline
 
@@ -350,6 +351,8 @@ def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
     finetune = report["rounds"][1]["finetune"]
     assert report["complete"] and finetune["steps"] == 1 and set(finetune["reward_after"]) == set(REWARD_ASPECTS)
     assert all(set(r["learned_rewards"]) == set(REWARD_ASPECTS) for r in report["rounds"])
+    assert all(len(report["per_aspect"][a]["learned_reward"]) == 2 for a in REWARD_ASPECTS)
+    assert "reward models' mean score" in format_table(report).splitlines()[3]
     if mode == "dpo":
         used = json.loads((RunLayout(out).stage(1, "model") / "metrics.json").read_text())["config"]
         assert used["preference_pairs"] == str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")

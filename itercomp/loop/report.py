@@ -69,6 +69,7 @@ def build_report(layout: RunLayout, rounds: int) -> dict:
             series["reward_pair_accuracy"] = [
                 ((e.get("rewards") or {}).get(aspect) or {}).get("pair_accuracy") for e in evaluated
             ]
+            series["learned_reward"] = [(e.get("learned_rewards") or {}).get(aspect) for e in evaluated]
         per_aspect[aspect] = series
     complete = len(entries) == rounds + 1 and all(e["complete"] for e in entries)
     return {
@@ -158,7 +159,8 @@ def write_report(layout: RunLayout, rounds: int, grid_prompts: int, grid_seed: i
 
 
 def format_table(report: dict) -> str:
-    """Round x aspect oracle accuracy on the test split (and the mean over aspects)."""
+    """Round x aspect oracle accuracy on the test split (and the mean over aspects); beside it, where recorded,
+    the mean score the round's reward models give the same images (what fine-tuning climbs)."""
     header = f"{'round':<6}" + "".join(f"{SHORT[a]:>13}" for a in ASPECTS) + f"{'mean':>9}"
     lines = [header]
     for entry in report["rounds"]:
@@ -169,4 +171,13 @@ def format_table(report: dict) -> str:
         cells = "".join(f"{v:>13.3f}" if v is not None else f"{'-':>13}" for v in values)
         mean = sum(present) / len(present) if present else float("nan")
         lines.append(f"{entry['round']:<6}{cells}{mean:>9.3f}")
+    learned = [e for e in report["rounds"] if e["test"] is not None and e.get("learned_rewards")]
+    if learned:
+        lines.append("reward models' mean score on the same images:")
+        for entry in learned:
+            cells = "".join(
+                f"{entry['learned_rewards'][a]:>+13.3f}" if a in entry["learned_rewards"] else f"{'-':>13}"
+                for a in ASPECTS
+            )
+            lines.append(f"{entry['round']:<6}{cells}")
     return "\n".join(lines)
