@@ -409,3 +409,30 @@ def test_cli_refuses_an_existing_run_without_resume(tmp_path, capsys):
     assert "pass --resume" in err and len(err.splitlines()) == 1
     assert main(["iterate", "--out", str(tmp_path / "x"), "--rewards", "epochs"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+def test_format_table_means_the_three_reward_aspects_and_lists_the_learned_rewards():
+    from itercomp.loop.report import format_table
+
+    test = {"attribute_binding": 0.3, "spatial_relationship": 0.0, "non_spatial_relationship": 0.6, "complex": 0.9}
+    rounds = [
+        {"round": 0, "test": {a: {"accuracy": v} for a, v in test.items()}, "learned_rewards": None},
+        {"round": 1, "test": None},
+        {
+            "round": 2,
+            "test": {a: {"accuracy": 0.5} for a in test},
+            "learned_rewards": dict.fromkeys(REWARD_ASPECTS, -0.25),
+        },
+    ]
+    lines = format_table({"rounds": rounds}).splitlines()
+    assert lines[0].split()[-3:] == ["mean", "of", "3"]
+    assert lines[1].split() == ["0", "0.300", "0.000", "0.600", "0.900", "0.300"]  # complex left out of the mean
+    assert lines[2].split() == ["2", "0.500", "0.500", "0.500", "0.500", "0.500"]
+    assert lines[3].startswith("reward models' mean score") and lines[4].split() == [
+        "2",
+        "-0.250",
+        "-0.250",
+        "-0.250",
+        "-",
+    ]
+    assert len(lines) == 5

@@ -84,17 +84,23 @@ def build_report(layout: RunLayout, rounds: int) -> dict:
 
 
 def plot_scores(report: dict, path: Path) -> None:
-    """Oracle accuracy and mean soft score on the test split, per round and aspect."""
+    """Oracle accuracy and mean soft score on the test split, per round and aspect; and, where recorded, the
+    reward models' mean score on the same images (the rewards beside the oracle: reward hacking shows as a rising
+    third panel over flat or falling first two)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric, label in zip(axes, ("accuracy", "mean_score"), ("oracle accuracy", "mean oracle score")):
+    panels = [("accuracy", "oracle accuracy"), ("mean_score", "mean oracle score")]
+    if any(v is not None for s in report["per_aspect"].values() for v in s.get("learned_reward", [])):
+        panels.append(("learned_reward", "mean score by the round's reward models"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    for ax, (metric, label) in zip(axes, panels):
         for aspect, series in report["per_aspect"].items():
-            if series[metric]:
-                ax.plot(series["rounds"][: len(series[metric])], series[metric], marker="o", label=SHORT[aspect])
+            points = [(k, v) for k, v in zip(series["rounds"], series.get(metric, [])) if v is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=SHORT[aspect])
         ax.set_xlabel("round (0 = base model)")
         ax.set_ylabel(label)
         ax.set_title(f"{label}, test split")
@@ -159,18 +165,19 @@ def write_report(layout: RunLayout, rounds: int, grid_prompts: int, grid_seed: i
 
 
 def format_table(report: dict) -> str:
-    """Round x aspect oracle accuracy on the test split (and the mean over aspects); beside it, where recorded,
-    the mean score the round's reward models give the same images (what fine-tuning climbs)."""
-    header = f"{'round':<6}" + "".join(f"{SHORT[a]:>13}" for a in ASPECTS) + f"{'mean':>9}"
+    """Round x aspect oracle accuracy on the test split and the mean of the three reward aspects (IterComp's
+    measure; complex is shown but not in the mean); under it, where recorded, the mean score the round's reward
+    models give the same images (what fine-tuning climbs)."""
+    header = f"{'round':<6}" + "".join(f"{SHORT[a]:>13}" for a in ASPECTS) + f"{'mean of 3':>11}"
     lines = [header]
     for entry in report["rounds"]:
         if entry["test"] is None:
             continue
         values = [entry["test"].get(a, {}).get("accuracy") for a in ASPECTS]
-        present = [v for v in values if v is not None]
         cells = "".join(f"{v:>13.3f}" if v is not None else f"{'-':>13}" for v in values)
-        mean = sum(present) / len(present) if present else float("nan")
-        lines.append(f"{entry['round']:<6}{cells}{mean:>9.3f}")
+        three = [entry["test"][a]["accuracy"] for a in REWARD_ASPECTS if a in entry["test"]]
+        mean = sum(three) / len(three) if three else float("nan")
+        lines.append(f"{entry['round']:<6}{cells}{mean:>11.3f}")
     learned = [e for e in report["rounds"] if e["test"] is not None and e.get("learned_rewards")]
     if learned:
         lines.append("reward models' mean score on the same images:")
