@@ -109,10 +109,8 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
     metrics = finetune(pipe, reward_fn, train, config)
     seconds = time.perf_counter() - started
     result = paired(evaluate(pipe, prompts, args.seeds), base_rows)
-    history = metrics["history"]
-    tenth = max(1, len(history) // 10)
-    first = [sum(h["rewards"].values()) / len(h["rewards"]) for h in history[:tenth]]
-    last = [sum(h["rewards"].values()) / len(h["rewards"]) for h in history[-tenth:]]
+    per_step = [sum(h["rewards"].values()) / len(h["rewards"]) for h in metrics["history"]]
+    tenth = max(1, len(per_step) // 10)
     return {
         "mode": mode,
         "reward": reward,
@@ -120,8 +118,8 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
         "steps": steps,
         "sampled_images": steps * images_per_step(settings),
         "train_seconds": round(seconds, 1),
-        "train_reward_first_tenth": sum(first) / len(first),
-        "train_reward_last_tenth": sum(last) / len(last),
+        "train_reward_first_tenth": mean_and_se(per_step[:tenth])[0],
+        "train_reward_last_tenth": mean_and_se(per_step[-tenth:])[0],
         "test": result,
     }
 

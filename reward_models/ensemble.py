@@ -77,6 +77,16 @@ def aggregate_rewards(stacked: torch.Tensor, aggregate: str, spread_weight: floa
     return mean - spread_weight * stacked.std(0)
 
 
+def read_ensemble(path: str | os.PathLike) -> tuple[list[Path], dict | None]:
+    """(member folders, the rest of ensemble.json) of an ensemble folder; a plain folder of <aspect>/ subfolders
+    is its own one member, with no spec."""
+    path = Path(path)
+    if not (path / ENSEMBLE_FILE).is_file():
+        return [path], None
+    spec = read_json(path / ENSEMBLE_FILE)
+    return [path / m for m in spec.pop("members")], spec
+
+
 class AspectEnsemble(nn.Module):
     """The members of one aspect behind RewardModel's `score` call."""
 
@@ -159,13 +169,8 @@ class RewardEnsemble(nn.Module):
         RewardModel.from_pretrained."""
         own = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs}
         if isinstance(path, (str, os.PathLike)):
-            path = Path(path)
-            if (path / ENSEMBLE_FILE).is_file():
-                spec = read_json(path / ENSEMBLE_FILE)
-                folders = [path / m for m in spec.pop("members")]
-                own = {**{k: v for k, v in spec.items() if k in OPTIONS}, **own}
-            else:
-                folders = [path]
+            folders, spec = read_ensemble(path)
+            own = {**{k: v for k, v in (spec or {}).items() if k in OPTIONS}, **own}
         else:
             folders = [Path(p) for p in path]
             if not folders:

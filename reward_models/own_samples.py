@@ -33,7 +33,7 @@ from itercomp.errors import ItercompError, PromptError
 from itercomp.io import save_png, write_jsonl
 from itercomp.records import SIMULATED, Candidate, Ranking, image_id
 from itercomp.world import parse, prompt_id, render, score, split_of
-from itercomp.world.augment import colour_swap_negatives, mirror
+from itercomp.world.augment import colour_swap_negatives, mirror, swap_relations
 from itercomp.world.edits import edits
 
 ORDERS = ("verdict_then_score", "verdict")
@@ -86,6 +86,11 @@ def ranked(prompt: str, aspect: str, candidates: list[Candidate], keys: list[flo
                    SIMULATED, round=round, ranks=ranks)  # fmt: skip
 
 
+def oracle_ranking(prompt: str, aspect: str, items: list[tuple[Candidate, np.ndarray]], order: str) -> Ranking:
+    """`ranked` with the oracle's keys of (candidate, image) items."""
+    return ranked(prompt, aspect, [c for c, _ in items], [oracle_key(image, prompt, order) for _, image in items])
+
+
 def _candidate(out: Path, aspect: str, iid: str, generator: str, seed: int, image: np.ndarray):
     """(Candidate, image) with the image written to out/images/<aspect>/<iid>.png."""
     path = out / "images" / aspect / f"{iid}.png"
@@ -135,7 +140,7 @@ def build_rankings(samples: list[dict], root, out, config: OwnSamplesConfig | No
         if config.vertical and not any(o.shape == "triangle" for o in parse(prompt).objects):
             flips.append("vertical")
         for axis in flips:
-            flipped_prompt = mirror(items[0][1], prompt, axis)[1]
+            flipped_prompt = swap_relations(parse(prompt), axis).prompt()
             if split_of(flipped_prompt) != split:
                 continue
             mirrored: list[tuple[Candidate, np.ndarray]] = []
@@ -144,14 +149,7 @@ def build_rankings(samples: list[dict], root, out, config: OwnSamplesConfig | No
                 generator = f"{candidate.generator}+{axis}"
                 iid = image_id(fpid, generator, candidate.seed)
                 mirrored.append(_candidate(out, aspect, iid, generator, candidate.seed, mirror(image, prompt, axis)[0]))
-            rankings.append(
-                ranked(
-                    flipped_prompt,
-                    aspect,
-                    [c for c, _ in mirrored],
-                    [oracle_key(x, flipped_prompt, config.order) for _, x in mirrored],
-                )
-            )
+            rankings.append(oracle_ranking(flipped_prompt, aspect, mirrored, config.order))
 
         if config.edit_renders:
             scene = parse(prompt)
@@ -167,14 +165,7 @@ def build_rankings(samples: list[dict], root, out, config: OwnSamplesConfig | No
                 generator = f"render+{kind}"
                 renders.append(_candidate(out, aspect, image_id(pid, generator, k + 1), generator, k + 1, image))
             if len(renders) > 1:
-                rankings.append(
-                    ranked(
-                        prompt,
-                        aspect,
-                        [c for c, _ in renders],
-                        [oracle_key(x, prompt, config.order) for _, x in renders],
-                    )
-                )
+                rankings.append(oracle_ranking(prompt, aspect, renders, config.order))
     return rankings
 
 

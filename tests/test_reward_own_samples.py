@@ -279,6 +279,31 @@ def test_evaluate_rankings_reports_same_model_metrics(tmp_path):
     assert Ranking.from_dict(ranking.to_dict()).ranks == ranking.ranks
 
 
+def test_rewards_export_and_eval_take_an_ensemble_folder(tmp_path, capsys):
+    from itercomp.cli import main
+
+    prompt = "a red circle and a hollow blue square"
+    scene = parse(prompt)
+    images = [render(scene, 0, 32), render(scene.with_object(0, shape="square"), 1, 32), render(scene, 2, 32)]
+    candidates = [Candidate(f"s{s}", "base", s, f"{s}.png", save_png(tmp_path / f"{s}.png", x)) for s, x in
+                  enumerate(images)]  # fmt: skip
+    ranking = ranked(prompt, "attribute_binding", candidates, [oracle_key(x, prompt) for x in images])
+    write_jsonl(tmp_path / "rankings.jsonl", [ranking.to_dict()])
+    RewardEnsemble({"attribute_binding": _members(2)}, aggregate="min").save_pretrained(tmp_path / "ens")
+
+    assert main(["rewards", "export", "--models", str(tmp_path / "ens"), "--out", str(tmp_path / "exp")]) == 0
+    spec = read_json(tmp_path / "exp" / "ensemble.json")
+    assert spec["members"] == ["member_0", "member_1"] and spec["aggregate"] == "min"
+    assert all((tmp_path / "exp" / m / "attribute_binding" / "config.json").is_file() for m in spec["members"])
+
+    args = ["rewards", "eval", "--models", str(tmp_path / "exp"), "--rankings", str(tmp_path / "rankings.jsonl"),
+            "--split", "all", "--out", str(tmp_path / "e.json")]  # fmt: skip
+    assert main(args) == 0
+    result = read_json(tmp_path / "e.json")["results"]
+    assert list(result) == ["attribute_binding"] and result["attribute_binding"]["pairs"] == len(ranking.pairs()) > 0
+    assert "same model" in capsys.readouterr().out
+
+
 # ---- symmetry views -------------------------------------------------------------------------------------------
 
 

@@ -97,17 +97,12 @@ def evaluate(args) -> None:
     from itercomp.io import write_json
     from itercomp.world import REWARD_ASPECTS
     from reward_models.data import RankingFile
-    from reward_models.ensemble import ENSEMBLE_FILE, RewardEnsemble
+    from reward_models.ensemble import RewardEnsemble, read_ensemble
     from reward_models.evaluation import evaluate_rankings
 
     data = RankingFile.read(args.rankings)
     folders = args.models
-    if len(folders) == 1 and (folders[0] / ENSEMBLE_FILE).is_file():
-        from itercomp.io import read_json
-
-        members = [folders[0] / m for m in read_json(folders[0] / ENSEMBLE_FILE)["members"]]
-    else:
-        members = folders
+    members = read_ensemble(folders[0])[0] if len(folders) == 1 else folders
     present = [a for a in REWARD_ASPECTS if all((m / a / "config.json").is_file() for m in members)]
     aspects = args.aspects or present
     if not aspects:
@@ -182,17 +177,19 @@ def export(args) -> None:
     import torch
 
     from itercomp.errors import ItercompError
-    from itercomp.io import read_json, write_json
+    from itercomp.io import write_json
     from itercomp.world import REWARD_ASPECTS
-    from reward_models.ensemble import ENSEMBLE_FILE
+    from reward_models.ensemble import ENSEMBLE_FILE, read_ensemble
     from reward_models.model import RewardModel
 
-    if len(args.models) == 1 and (args.models[0] / ENSEMBLE_FILE).is_file():
+    members, spec = read_ensemble(args.models[0]) if len(args.models) == 1 else (args.models, None)
+    if spec is not None:
         # An ensemble folder: every member is exported, and ensemble.json with them.
-        spec = read_json(args.models[0] / ENSEMBLE_FILE)
-        jobs = [(args.models[0] / m, args.out / m) for m in spec["members"]]
+        names = [m.relative_to(args.models[0]).as_posix() for m in members]
+        jobs = [(m, args.out / name) for m, name in zip(members, names)]
+        spec = {"members": names, **spec}
     else:
-        spec, jobs = None, [(folder, args.out) for folder in args.models]
+        jobs = [(folder, args.out) for folder in args.models]
     found = [
         (a, folder / a, out / a)
         for folder, out in jobs

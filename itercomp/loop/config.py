@@ -162,10 +162,10 @@ class IterateConfig:
         self.finetune = {**_finetune_defaults(), **self.finetune}
         if self.rounds < 0:
             raise ItercompError(f"--rounds must be >= 0, got {self.rounds}")
-        positive = ("prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "current_model_seeds")
-        positive += ("overlap",)
-        positive += ("simulated_annotators", "finetune_prompts_per_aspect", "eval_prompts_per_aspect")
-        positive += ("eval_batch_size",)
+        positive = (
+            "prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "current_model_seeds", "overlap",
+            "simulated_annotators", "finetune_prompts_per_aspect", "eval_prompts_per_aspect", "eval_batch_size",
+        )  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise ItercompError(f"--{name} must be >= 1, got {getattr(self, name)}")

@@ -81,14 +81,7 @@ def swap_colors(image, a: str, b: str) -> np.ndarray:
             raise ValueError(f"unknown colour {name!r}; the palette is {', '.join(COLORS)}")
     if a == b:
         raise ValueError(f"swap_colors needs two different colours, got {a!r} twice")
-    image = _uint8_image(image)
-    labels = palette_labels(image)
-    out = image.astype(np.float32)
-    ia, ib = 1 + COLORS.index(a), 1 + COLORS.index(b)
-    shift = _PALETTE[ib] - _PALETTE[ia]
-    out[labels == ia] += shift
-    out[labels == ib] -= shift
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return recolor(image, {a: b, b: a})
 
 
 def colour_swap_negatives(image, prompt: str | Scene) -> list[tuple[str, np.ndarray]]:
