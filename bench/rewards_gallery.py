@@ -1,4 +1,4 @@
-"""Benchmark (issue #6): reward models trained on simulated rankings of the default gallery, checked on test prompts.
+"""Benchmark: reward models trained on simulated rankings of the default gallery, checked on test prompts.
 
     python bench/rewards_gallery.py          # 300/40/60 prompts per aspect; 10.8 min on 2 free CPU cores
     python bench/rewards_gallery.py --prompts-train 12 --prompts-val 4 --prompts-test 4 --work /tmp/rg --epochs 2

@@ -1,7 +1,7 @@
 """Core record types shared by the gallery, the annotation store, the reward models and the loop.
 
 A gallery run writes `manifest.jsonl`, one `ImageRecord` per line, paths relative to the manifest's folder.
-A ranking (DESIGN.md §4) orders the candidate images of one prompt for one aspect, best first.
+A ranking (docs/design.md §4) orders the candidate images of one prompt for one aspect, best first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The annotation app under attack (issue 21): each test is one class of probe that used to get through.
+"""The annotation app under attack: each test is one class of probe that used to get through.
 
 Paths outside the gallery, sessions that outlive a password reset, password guessing and name enumeration, tokens
 that never expire, hostile JSON, ranking that names the generator, a mistyped database path, half-written

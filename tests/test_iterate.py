@@ -285,7 +285,7 @@ def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
     assert report["complete"] and report["rounds_complete"] == 2
     assert json.loads(layout.report.read_text()) == json.loads(json.dumps(report))
 
-    # The layout of DESIGN.md §5.
+    # The run layout of docs/design.md §5.
     for k in (1, 2):
         r = layout.round_dir(k)
         for path in ("gallery/manifest.jsonl", "rankings/annotations.sqlite", "rankings/export/rankings.jsonl",

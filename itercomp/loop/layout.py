@@ -1,4 +1,4 @@
-"""Where a run keeps what (DESIGN.md §5), and the `done.json` marker that makes each stage resumable.
+"""Where a run keeps what (docs/design.md §5), and the `done.json` marker that makes each stage resumable.
 
     <out>/config.yaml                  the resolved IterateConfig
     <out>/round_0/eval/                the base model's evaluation (before any fine-tuning)

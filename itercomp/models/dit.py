@@ -5,7 +5,7 @@ image keys (per-modality projections and QK-norm), and the text side is read fre
 the next block instead of being carried through the DiT. Timestep conditioning is adaLN-Zero. A small
 convolutional stem and head around the patch trunk keep shapes and outlines crisp at the pixel level.
 
-`conditioning` selects the ablations of issue 3 with the same trunk:
+`conditioning` selects the conditioning ablations, all on the same trunk:
 - "deep_fusion": block i reads LM layer i (hidden_states[i + 1]); the DiT has one block per LM layer;
 - "last_layer": every block cross-attends to the LM's last layer only (the T5/Imagen style);
 - "pooled": no attention to text; the mean-pooled last layer joins the timestep in adaLN (the CLIP-pooled style).

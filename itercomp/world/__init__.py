@@ -1,4 +1,4 @@
-"""The shapes world (DESIGN.md §3): vocabulary, prompts and splits, parser, renderer and the pixel oracle."""
+"""The shapes world (docs/design.md §3): vocabulary, prompts and splits, parser, renderer and the pixel oracle."""
 
 from itercomp.world.oracle import Verdict, score
 from itercomp.world.prompts import generate_prompts, split_of

@@ -1,4 +1,4 @@
-"""The fixed vocabulary of the shapes world (DESIGN.md §3)."""
+"""The fixed vocabulary of the shapes world (docs/design.md §3)."""
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
