@@ -4,7 +4,8 @@ python bench/reward_own_samples.py --threads 1
 
 Reward feedback compares seeds of one model on one prompt. bench/reward_self_pairs.py measured that the shipped
 reward models, and the same refined on the oracle's rankings of the base's seeds, order such pairs barely better
-than chance. This measures the remedy (own-sample rankings, exact symmetries, ensembles) on the shipped base's samples of test prompts:
+than chance. This measures the remedy (own-sample rankings, exact symmetries, ensembles) on the shipped base's
+samples of test prompts:
 
 1. **samples** (cached under `--work`, shared with bench/reward_self_pairs.py): the base model draws
    `--train-prompts` train and `--val-prompts` val prompts per aspect with `--seeds` seeds, and `--test-prompts`
@@ -21,8 +22,8 @@ than chance. This measures the remedy (own-sample rankings, exact symmetries, en
    symmetric views, contrastive-prompt normalised), each member, the ensemble under each aggregate, and the
    conservative ensemble averaged over the views.
 
-Targets (what reward feedback needs): verdict pair accuracy >= 0.85 per aspect; gain share (pick - random) / (oracle - random)
->= 0.75. Writes JSON and prints a table; measured numbers are in docs/rewards.md.
+Targets (what reward feedback needs): verdict pair accuracy >= 0.85 per aspect; gain share
+(pick - random) / (oracle - random) >= 0.75. Writes JSON and prints a table; measured numbers are in docs/rewards.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Ranking one model's own samples: exact augmentations, own-sample rankings, conservative ensembles and same-model evaluation."""
+"""Ranking one model's own samples: exact augmentations, own-sample rankings, conservative ensembles, evaluation."""
 
 from pathlib import Path
 
