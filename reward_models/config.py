@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from itercomp.config import (  # noqa: F401  (re-exported: the loader used by every stage)
-    add_arguments,
     add_config_arguments,
     config_from_namespace,
     load_config,
