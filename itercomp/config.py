@@ -218,14 +218,27 @@ def apply_aliases(cls, values: dict, where: str | None = None) -> dict:
     return out
 
 
-def coerce_values(cls, values: dict, where: str | None = None) -> dict:
-    """Canonical names and typed values for some or all fields of `cls` (sections become their dataclass).
-    Unknown keys are an error naming the valid ones; a value that does not fit its type, one naming the field."""
+def canonical_values(cls, values: dict, where: str | None = None) -> dict:
+    """`values` under the current field names, section by section (old names mapped), so that two sources
+    (a YAML file, flags) merge field by field. Unknown keys are an error naming the valid ones."""
+    where = where or cls.__name__
     values = apply_aliases(cls, values, where)
     fields = _types(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ItercompError(f"{where or cls.__name__}: unknown keys {unknown}; valid keys are {sorted(fields)}")
+        raise ItercompError(f"{where}: unknown keys {unknown}; valid keys are {sorted(fields)}")
+    sections = section_classes(cls)
+    return {
+        k: canonical_values(sections[k], v, f"{where}.{k}") if k in sections and isinstance(v, dict) else v
+        for k, v in values.items()
+    }
+
+
+def coerce_values(cls, values: dict, where: str | None = None) -> dict:
+    """Typed values for some or all fields of `cls` (sections become their dataclass): the one place where
+    text from flags and overrides, and YAML's own types, become the field's type."""
+    values = canonical_values(cls, values, where)
+    fields = _types(cls)
     out = {}
     for name, value in values.items():
         try:
@@ -366,18 +379,10 @@ def _aliases(cls) -> dict:
 def config_from_namespace(cls, namespace: argparse.Namespace):
     """Build `cls` from the YAML named by `--config` (if any) updated with the flags that were given."""
     config_file = getattr(namespace, "config", None)
-    values = _canonical(cls, read_yaml(config_file), str(config_file)) if config_file is not None else {}
-    return config_from_dict(cls, merge_values(values, _canonical(cls, namespace_values(cls, namespace))))
-
-
-def _canonical(cls, values: dict, where: str | None = None) -> dict:
-    """Old names mapped to new ones, section by section, before two sources are merged."""
-    values = apply_aliases(cls, values, where)
-    sections = section_classes(cls)
-    return {
-        k: _canonical(sections[k], v, f"{where or cls.__name__}.{k}") if k in sections and isinstance(v, dict) else v
-        for k, v in values.items()
-    }
+    values = (
+        {} if config_file is None else canonical_values(cls, read_yaml(config_file), f"{config_file}: {cls.__name__}")
+    )
+    return config_from_dict(cls, merge_values(values, canonical_values(cls, namespace_values(cls, namespace))))
 
 
 def load_config(cls, argv: list[str] | None = None, description: str | None = None):
