@@ -1,8 +1,8 @@
 """The renderer: scene + seed -> a random layout that satisfies every relation -> an image.
 
-Layouts are sampled and then checked with the oracle's own predicates (geometry.py), so a clean render is
-correct by construction; `inside` and `touching` are placed constructively because random placement would
-almost never hit them.
+The world's rules (itercomp.world.rules) are checked first. Layouts are then sampled and checked with the
+oracle's own predicates (geometry.py), so a clean render is correct by construction; `inside` and `touching`
+are placed constructively because random placement would almost never hit them.
 """
 
 from __future__ import annotations
@@ -22,19 +22,16 @@ from itercomp.world.geometry import (
     relation_holds,
     shape_mask,
 )
+from itercomp.world.rules import CONTAINER_SHAPE, check_rules  # noqa: F401 (itercomp.world.prompts imports it)
 from itercomp.world.scene import ObjectSpec, Scene, parse
 from itercomp.world.vocab import FILLS, PALETTE, SIZES
 
 DEFAULT_CANVAS = 32
 MAX_TRIES = 2000
-# The only shape whose hollow interior holds a small object with a pixel to spare on a 32 px canvas.
-CONTAINER_SHAPE = "square"
-# Which size each side of a relation must have, as (subject size, object size).
-_SIZE_RULES = {
-    "inside": ("small", "large"),
-    "bigger than": ("large", "small"),
-    "smaller than": ("small", "large"),
-}
+
+
+class LayoutError(PromptError):
+    """A prompt that keeps the world's rules but whose layout the renderer could not fit on the canvas."""
 
 
 @dataclass(frozen=True)
@@ -60,50 +57,22 @@ class Placement:
         return out
 
 
-def required_attributes(scene: Scene) -> list[dict[str, str]]:
-    """Sizes and fills the relations force on each object; PromptError when the prompt contradicts itself."""
-    required: list[dict[str, str]] = [{} for _ in scene.objects]
-
-    def require(index: int, key: str, value: str, why: str) -> None:
-        obj = scene.objects[index]
-        stated = getattr(obj, key) or required[index].get(key)
-        if stated not in (None, value):
-            raise PromptError(
-                f"cannot draw {scene.prompt()!r}: the {obj.color} {obj.shape} must be {value} because {why}, "
-                f"but it is {stated}; change the {key} word or the relation"
-            )
-        required[index][key] = value
-
-    for rel in scene.relations:
-        a, b = scene.objects[rel.subject], scene.objects[rel.object]
-        why = f"'{a.color} {a.shape} {rel.name} {b.color} {b.shape}'"
-        if rel.name in _SIZE_RULES:
-            size_a, size_b = _SIZE_RULES[rel.name]
-            require(rel.subject, "size", size_a, why)
-            require(rel.object, "size", size_b, why)
-        if rel.name == "inside":
-            require(rel.object, "fill", "hollow", why)
-            if b.shape != CONTAINER_SHAPE:
-                raise PromptError(
-                    f"cannot draw {scene.prompt()!r}: only a hollow square has room inside for another object, "
-                    f"not a {b.shape}; make the container a square"
-                )
-    return required
-
-
 def layout(
     scene: Scene,
     rng: np.random.Generator,
     canvas: int = DEFAULT_CANVAS,
     max_tries: int = MAX_TRIES,
 ) -> list[Placement]:
-    """A random layout satisfying every relation of the scene, with unrelated objects kept apart."""
-    required = required_attributes(scene)
+    """A random layout satisfying every relation of the scene, with unrelated objects kept apart.
+
+    WorldRuleError when the scene breaks a rule of the world (itercomp.world.rules), LayoutError when no layout
+    was found in `max_tries`."""
+    required = check_rules(scene)  # scenes built in code reach here without `parse`
     for _ in range(max_tries):
         placements = _try_layout(scene, required, rng, canvas)
         if placements is not None:
             return placements
-    raise PromptError(
+    raise LayoutError(
         f"cannot draw {scene.prompt()!r} on a {canvas} px canvas: no layout satisfies every relation "
         f"after {max_tries} tries; try fewer large objects or a larger canvas"
     )

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, replace
 
 from itercomp.errors import PromptError
+from itercomp.world.rules import check_colors, check_rules
 from itercomp.world.vocab import (
     COLORS,
     FILLS,
@@ -95,7 +96,9 @@ def prompt_id(prompt: str) -> str:
 
 
 def canonical(prompt: str) -> str:
-    return parse(prompt).prompt()
+    """The canonical text of a prompt in the world's words. Ids and splits name text, so a prompt that breaks a
+    relation rule of the world (and that `parse` refuses) still has one."""
+    return _read(prompt).prompt()
 
 
 _ARTICLES = ("a", "an", "the")
@@ -109,7 +112,16 @@ _VOCABULARY = (
 
 
 def parse(prompt: str) -> Scene:
-    """Parse a prompt of any canonical template into a Scene; raise PromptError naming the offending words."""
+    """Parse a prompt of any canonical template into a Scene; raise PromptError naming the offending words, or
+    its subclass WorldRuleError when the words are the world's but break one of its rules (itercomp.world.rules:
+    no image could satisfy them)."""
+    scene = _read(prompt)
+    check_rules(scene)
+    return scene
+
+
+def _read(prompt: str) -> Scene:
+    """The scene the words describe, before the rules of its relations are checked."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptError(f"empty prompt; {_VOCABULARY}")
     words = re.sub(r"[.,!?]", " ", prompt.lower()).split()
@@ -150,13 +162,6 @@ class _Parser:
             raise self.fail("unexpected words after a complete prompt")
         if clauses[0][1] == "and" and any(c[1] != "and" for c in clauses):
             raise self.fail("mixed templates")
-        colors = [o.color for o in self.objects]
-        duplicated = sorted({c for c in colors if colors.count(c) > 1})
-        if duplicated:
-            raise PromptError(
-                f"{self.text!r} names two objects of color {duplicated[0]}; every object needs its own color "
-                f"(refer back to an object with 'the {duplicated[0]} <shape>')"
-            )
         return Scene(tuple(self.objects), tuple(relations), tuple(clauses))
 
     def peek(self, phrase: list[str]) -> bool:
@@ -192,6 +197,7 @@ class _Parser:
                 ):
                     return i
             raise self.fail(f"'the {spec.color} {spec.shape}' refers to no earlier object")
+        check_colors([*self.objects, spec], self.text)
         self.objects.append(spec)
         return len(self.objects) - 1
 
