@@ -28,8 +28,9 @@ from pathlib import Path
 # package that the loop imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from itercomp.config import config_from_dict, read_yaml, to_dict  # noqa: E402
 from itercomp.io import read_json, read_jsonl, write_json  # noqa: E402
-from itercomp.loop.config import config_from_values, read_yaml, to_dict  # noqa: E402
+from itercomp.loop.config import IterateConfig  # noqa: E402
 from itercomp.loop.layout import RunLayout  # noqa: E402
 from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS  # noqa: E402
 
@@ -70,7 +71,7 @@ def model_row(layout: RunLayout, k: int, base: dict) -> dict:
 def run_loop(values: dict, resume: bool) -> tuple[dict, float]:
     from itercomp.loop.run import iterate
 
-    config = config_from_values(values)
+    config = config_from_dict(IterateConfig, values)
     started = time.perf_counter()
     report = iterate(config, resume=resume)
     return report, time.perf_counter() - started
@@ -107,11 +108,11 @@ def main() -> None:
     common.update(eval_prompts_per_aspect=args.eval_prompts, eval_seeds=list(range(args.seeds)))
     finetune = dict(common.get("finetune") or {})
     iterative = {
-        **common, "rounds": args.rounds, "out": str(args.out / "iterative"),
+        **common, "rounds": args.rounds, "output_dir": str(args.out / "iterative"),
         "finetune": {**finetune, "max_steps": args.steps},
     }  # fmt: skip
     single = {
-        **common, "rounds": 1, "out": str(args.out / "single"),
+        **common, "rounds": 1, "output_dir": str(args.out / "single"),
         "finetune": {**finetune, "max_steps": args.steps * args.rounds},
     }  # fmt: skip
 
@@ -129,7 +130,7 @@ def main() -> None:
         args.json,
         {
             "command": " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
-            "settings": {"iterative": to_dict(config_from_values(iterative)), "single": to_dict(config_from_values(single))},
+            "settings": {"iterative": to_dict(config_from_dict(IterateConfig, iterative)), "single": to_dict(config_from_dict(IterateConfig, single))},
             "note": "accuracy: mean over test prompts of the share of seeds the oracle calls correct; se by prompt; "
             "vs_base: paired difference to the base model on the same prompts and seeds",
             "models": {name: row for name, row in rows},

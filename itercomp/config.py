@@ -376,12 +376,13 @@ def _aliases(cls) -> dict:
     return getattr(cls, "aliases", None) or {}
 
 
-def config_from_namespace(cls, namespace: argparse.Namespace):
-    """Build `cls` from the YAML named by `--config` (if any) updated with the flags that were given."""
+def config_from_namespace(cls, namespace: argparse.Namespace, base: dict | None = None):
+    """Build `cls` from `base` (e.g. a saved run's settings), updated with the YAML named by `--config` (if any),
+    updated with the flags that were given."""
+    values = canonical_values(cls, base or {}, f"saved settings: {cls.__name__}")
     config_file = getattr(namespace, "config", None)
-    values = (
-        {} if config_file is None else canonical_values(cls, read_yaml(config_file), f"{config_file}: {cls.__name__}")
-    )
+    if config_file is not None:
+        values = merge_values(values, canonical_values(cls, read_yaml(config_file), f"{config_file}: {cls.__name__}"))
     return config_from_dict(cls, merge_values(values, canonical_values(cls, namespace_values(cls, namespace))))
 
 

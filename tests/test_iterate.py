@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
+from itercomp.config import add_config_arguments
 from itercomp.errors import ItercompError
-from itercomp.loop.config import IterateConfig, add_arguments, load_config, section_config
+from itercomp.loop.config import IterateConfig, load_iterate_config, section_config
 from itercomp.loop.insertion import best_gap, insert_candidates
 from itercomp.loop.layout import STAGES, RunLayout
 from itercomp.records import Candidate, Ranking
@@ -126,7 +127,7 @@ def _parse(argv):
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_config_arguments(parser, IterateConfig)
     return parser.parse_args(argv)
 
 
@@ -135,7 +136,7 @@ def test_config_from_yaml_and_flags_merges_sections_key_by_key(tmp_path):
     path.write_text(yaml.safe_dump({"rounds": 2, "rewards": {"epochs": 7}, "finetune": {"max_steps": 9}}))
     args = _parse(["--config", str(path), "--rounds", "4", "--rewards", "learning_rate=1e-4",
                    "--finetune", "learning_rate=3e-6", "--eval_seeds", "0", "1"])  # fmt: skip
-    config = load_config(args)
+    config = load_iterate_config(args)
     assert config.rounds == 4 and config.eval_seeds == (0, 1)
     assert config.rewards["epochs"] == 7 and config.rewards["learning_rate"] == 1e-4
     assert config.rewards["batch_rankings"] == 16  # the loop's default survives a partial section
@@ -147,7 +148,7 @@ def test_config_from_yaml_and_flags_merges_sections_key_by_key(tmp_path):
     "values,needle",
     [
         ({"rewards": {"output_dir": "x"}}, "set by the loop"),
-        ({"rewards": {"epoch": 2}}, "unknown field 'epoch'"),
+        ({"rewards": {"epoch": 2}}, "rewards: unknown keys \\['epoch'\\]"),
         ({"annotators": "crowd"}, "--annotators must be one of"),
         ({"members": ("layout_planner",)}, "leaves out the fine-tuned member 'base'"),
         ({"rewards": {"epochs": "many"}}, "RewardTrainConfig.epochs must be int"),
@@ -214,7 +215,7 @@ def world(tmp_path_factory):
 
 def _config(world: Path, out: Path, **overrides) -> IterateConfig:
     settings = dict(
-        rounds=2, out=str(out), gallery=str(world / "gallery.yaml"), reward_init=str(world / "rewards"),
+        rounds=2, output_dir=str(out), gallery=str(world / "gallery.yaml"), reward_init=str(world / "rewards"),
         prompts_per_aspect=2, val_prompts_per_aspect=1, simulated_annotators=2, threads=1,
         rewards={"epochs": 1, "batch_rankings": 4}, finetune={"max_steps": 1}, finetune_prompts_per_aspect=2, eval_prompts_per_aspect=2,
         grid_prompts=2,

@@ -359,7 +359,7 @@ def test_round_gallery_renders_several_seeds_of_the_current_model(tmp_path):
     path.write_text(yaml.safe_dump({"name": "procedural", "members": [
         {"name": "layout_planner", "type": "layout_planner"}, {"name": "bag_of_words", "type": "bag_of_words"}]}))  # fmt: skip
     gallery = load_gallery(path)
-    config = IterateConfig(out=str(tmp_path / "run"), gallery=str(path), base_member="layout_planner",
+    config = IterateConfig(output_dir=str(tmp_path / "run"), gallery=str(path), base_member="layout_planner",
                            prompts_per_aspect=2, val_prompts_per_aspect=1, current_model_seeds=3)  # fmt: skip
     run = Run(config, RunLayout(tmp_path / "run"), gallery, gallery.select(["layout_planner"])[0],
               finetune_fn=None, feedback_config_cls=None, log=lambda _: None)  # fmt: skip

@@ -6,24 +6,26 @@ from __future__ import annotations
 from pathlib import Path
 
 DESCRIPTION = (
-    "Run IterComp's loop for --rounds rounds into --out: round 0 evaluates the base model; each round renders new "
+    "Run IterComp's loop for --rounds rounds into --output-dir: round 0 evaluates the base model; each round renders new "
     "prompts with the gallery, gets rankings (simulated annotators, or humans through the annotation app), refines "
     "the three reward models, fine-tunes the previous round's model with reward feedback, evaluates it with the "
     "oracle on the test split, and inserts its images into the rankings for the next round. Writes report.json, "
     "scores.png and grids/. --resume continues a stopped run without redoing finished stages. Settings: "
     "--config FILE (YAML) and --FIELD VALUE flags; --rewards/--finetune FIELD=VALUE pass settings to the reward "
-    "trainer (RewardTrainConfig) and the fine-tuner (FeedbackConfig). Exit code 3: waiting for human rankings."
+    "trainer (RewardTrainConfig) and the fine-tuner (FeedbackConfig, over --finetune-recipe's settings). Exit code 3: "
+    "waiting for human rankings."
 )
 
 
 def register(parser) -> None:
-    from itercomp.loop.config import add_arguments
+    from itercomp.config import add_config_arguments
+    from itercomp.loop.config import IterateConfig
 
     parser.description = DESCRIPTION
-    add_arguments(parser)
+    add_config_arguments(parser, IterateConfig)
     parser.add_argument(
         "--resume", action="store_true",
-        help="continue the run in --out (its saved config.yaml; only --rounds and waiting settings may change)",
+        help="continue the run in --output-dir (its saved config.yaml; only --rounds and waiting settings may change)",
     )  # fmt: skip
     parser.set_defaults(func=iterate)
 
@@ -32,22 +34,22 @@ def _saved_config(args) -> dict | None:
     """The saved settings of the run being resumed (None for a new run)."""
     import yaml
 
-    from itercomp.loop.config import load_config
+    from itercomp.loop.config import load_iterate_config
     from itercomp.loop.layout import RunLayout
 
     if not args.resume:
         return None
-    path = RunLayout(Path(load_config(args).out)).config
+    path = RunLayout(Path(load_iterate_config(args).output_dir)).config
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else None
 
 
 def iterate(args) -> int:
-    from itercomp.loop.config import load_config
+    from itercomp.loop.config import load_iterate_config
     from itercomp.loop.human import EXIT_WAITING, WaitingForRankings
     from itercomp.loop.report import format_table
     from itercomp.loop.run import iterate as run
 
-    config = load_config(args, saved=_saved_config(args))
+    config = load_iterate_config(args, saved=_saved_config(args))
     try:
         report = run(config, resume=args.resume)
     except WaitingForRankings as e:
@@ -56,7 +58,7 @@ def iterate(args) -> int:
     print()
     print("oracle accuracy on the test split (round 0 = base model):")
     print(format_table(report))
-    print(f"report:   {config.out}/report.json")
+    print(f"report:   {config.output_dir}/report.json")
     print(f"pictures: {report['pictures']['scores']}")
     for path in report["pictures"].get("grid_files", []):
         print(f"          {path}")

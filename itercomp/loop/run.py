@@ -39,6 +39,7 @@ from itercomp.loop.config import (
     SHIPPED,
     IterateConfig,
     changed_fields,
+    feedback_config,
     section_config,
     shipped_rewards,
     to_dict,
@@ -117,7 +118,7 @@ class Run:
 
     @property
     def resume_command(self) -> str:
-        return f"itercomp iterate --out {self.layout.root} --resume"
+        return f"itercomp iterate --output-dir {self.layout.root} --resume"
 
 
 # ---- prompts --------------------------------------------------------------------------------------------------
@@ -332,10 +333,9 @@ def finetune_model(run: Run, k: int) -> dict:
     if config.finetune.get("grad_mode") == "dpo" and "preference_pairs" not in config.finetune:
         # DPO learns from the round's rankings directly (plus the current model's own samples ranked by reward)
         loop_fields["preference_pairs"] = str(run.layout.stage(k, "rankings") / "rankings.jsonl")
-    feedback = section_config(
-        "finetune", {**sampling_settings(run), **config.finetune}, run.feedback_config_cls, output_dir=str(folder),
-        **loop_fields,
-    )  # fmt: skip
+    feedback = feedback_config(
+        config, run.feedback_config_cls, sampling_settings(run), output_dir=str(folder), **loop_fields
+    )
     run.log(f"fine-tuning {run.member(k - 1).name} on {len(prompts)} prompts with {source}")
     metrics = run.finetune_fn(pipe, rewards, prompts, feedback)
     if not (run.layout.pipeline(k) / "model_index.json").is_file():
@@ -573,7 +573,7 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log) -> R
             raise ItercompError(f"reward-feedback fine-tuning (itercomp.finetune) cannot be imported: {e}") from None
         finetune_fn = finetune_fn or finetune
         feedback_config_cls = feedback_config_cls or FeedbackConfig
-    section_config("finetune", config.finetune, feedback_config_cls, output_dir=str(Path(config.out) / "check"))
+    feedback_config(config, feedback_config_cls, output_dir=str(Path(config.output_dir) / "check"))
     gallery = gallery or load_gallery(config.gallery)
     selected = gallery.select(list(config.members) if config.members else None)
     by_name = {m.name: m for m in selected}
@@ -581,11 +581,11 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log) -> R
     if base is None:
         raise ItercompError(
             f"gallery {gallery.name!r} has no member {config.base_member!r} to fine-tune; its members are "
-            f"{', '.join(gallery.names)} (set --base_member)"
+            f"{', '.join(gallery.names)} (set --base-member)"
         )
     if not isinstance(base.config, DiffusersConfig):
         raise ItercompError(
-            f"--base_member {base.name!r} is a {base.type!r} member; the loop fine-tunes and reloads a diffusers "
+            f"--base-member {base.name!r} is a {base.type!r} member; the loop fine-tunes and reloads a diffusers "
             "pipeline, so it must be a `type: diffusers` member"
         )
     clash = [m.name for m in selected if m.name.startswith(f"{base.name}_r")]
@@ -600,17 +600,17 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log) -> R
 
 def open_run(config: IterateConfig, resume: bool, log) -> RunLayout:
     """Refuse to write into another run unless resuming it with the same settings; save the resolved config."""
-    layout = RunLayout(Path(config.out))
+    layout = RunLayout(Path(config.output_dir))
     root = layout.root
     if root.exists() and any(root.iterdir()):
         if not resume:
             raise ItercompError(
                 f"{root} already holds a run; pass --resume to continue it (finished stages are kept), "
-                "or choose another --out"
+                "or choose another --output-dir"
             )
         if not layout.config.is_file():
             raise ItercompError(
-                f"{root} is not empty and has no config.yaml, so it is no itercomp run; use another --out"
+                f"{root} is not empty and has no config.yaml, so it is no itercomp run; use another --output-dir"
             )
         saved = yaml.safe_load(layout.config.read_text()) or {}
         changed = changed_fields(config, saved)
@@ -619,7 +619,7 @@ def open_run(config: IterateConfig, resume: bool, log) -> RunLayout:
             diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
             raise ItercompError(
                 f"--resume with other settings than the run in {root} ({diffs}); only {', '.join(RESUMABLE)} may "
-                "change when resuming. Drop those flags, or start a new run with another --out"
+                "change when resuming. Drop those flags, or start a new run with another --output-dir"
             )
     elif resume:
         log(f"--resume: no run in {root} yet, starting one")
