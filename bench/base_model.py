@@ -110,6 +110,7 @@ def main() -> None:
         print(
             f"{name}: "
             + ", ".join(f"{a} {evaluation['summary'][a]['accuracy']:.3f}" for a in ASPECTS)
+            + f"; objects of binding prompts drawn {evaluation['summary'][ASPECTS[0]]['object_accuracy']:.3f}"
             + f"; {speed:.0f} images/s"
         )
     timings = args.run / "timings.json"
@@ -127,10 +128,11 @@ def main() -> None:
     write_json(args.out, results)
     sample_sheet(pipes, args.sheet, steps=args.steps, guidance=args.guidance)
 
-    print(f"\n| member | {' | '.join(ASPECTS)} | images/s |\n|---|{'---|' * (len(ASPECTS) + 1)}")
+    print(f"\n| member | {' | '.join(ASPECTS)} | binding objects drawn | images/s |\n|---|{'---|' * (len(ASPECTS) + 2)}")
     for name, r in results["members"].items():
         cells = " | ".join(f"{r['per_aspect'][a]['accuracy']:.3f}" for a in ASPECTS)
-        print(f"| {name} | {cells} | {r['images_per_second']:.0f} |")
+        objects = r["per_aspect"][ASPECTS[0]]["object_accuracy"]
+        print(f"| {name} | {cells} | {objects:.3f} | {r['images_per_second']:.0f} |")
     print(f"\nwrote {args.out} and {args.sheet}")
 
 

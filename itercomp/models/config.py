@@ -27,6 +27,33 @@ class PretrainConfig:
         },
     )
     canvas: int = field(default=32, metadata={"help": "image size in pixels"})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "render every training image fresh (no fixed dataset of num_images; the LM encodes each batch), "
+            "with the one-object curriculum and converse captions below"
+        },
+    )
+    single_object_start: float = field(
+        default=1.0, metadata={"help": "streaming: share of one-object scenes at the first step (the curriculum)"}
+    )
+    single_object_end: float = field(
+        default=0.3, metadata={"help": "streaming: share of one-object scenes once the curriculum has annealed"}
+    )
+    curriculum_steps: int = field(
+        default=0, metadata={"help": "streaming: steps over which the one-object share falls linearly (0: at once)"}
+    )
+    converse_captions: float = field(
+        default=0.0,
+        metadata={
+            "help": "streaming: probability of captioning a relation from its other object ('A left of B' as "
+            "'B right of A', 'A and B' as 'B and A') when that caption is in the train split too"
+        },
+    )
+    object_weight: float = field(
+        default=0.0,
+        metadata={"help": "extra loss weight on object pixels (1 + this), so the background does not dominate"},
+    )
     # language model (a tiny Llama; the DiT gets one block per LM layer)
     lm_hidden_size: int = field(default=128, metadata={"help": "language model width"})
     lm_layers: int = field(default=6, metadata={"help": "language model layers (= DiT blocks)"})
@@ -63,6 +90,10 @@ class PretrainConfig:
     )
     mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
     text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
+    joint_text: bool = field(
+        default=False,
+        metadata={"help": "MMDiT text stream: every block updates the text tokens jointly with the image tokens"},
+    )
     preconditioning: str = field(default="", metadata={"help": "'edm': x0 = c_skip x_t + c_out F (EDM); '': none"})
     sigma_data: float = field(default=0.5, metadata={"help": "data standard deviation of the EDM preconditioning"})
     prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
@@ -90,6 +121,13 @@ class PretrainConfig:
     timestep_std: float = field(default=1.0, metadata={"help": "logit-normal timestep scale"})
     mirror: bool = field(default=True, metadata={"help": "flip images left-right and swap left/right words"})
     checkpoint_every: int = field(default=250, metadata={"help": "DiT checkpoint interval (steps); resume point"})
+    sitting_minutes: float = field(
+        default=0.0,
+        metadata={
+            "help": "stop each DiT after this many minutes of training with a checkpoint (a sitting); continue "
+            "later with --resume (0: train to the end)"
+        },
+    )
     eval_every: int = field(
         default=0,
         metadata={"help": "denoising probe (x0 error, oracle accuracy, caption gap per noise level) every N steps"},
@@ -144,6 +182,13 @@ class PretrainConfig:
                 f"conv_channels={list(self.conv_channels)} halves the resolution {len(self.conv_channels)} times; "
                 f"set patch_size={2 ** len(self.conv_channels)} (got {self.patch_size})"
             )
+        for name in ("single_object_start", "single_object_end", "converse_captions"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ItercompError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.object_weight < 0:
+            raise ItercompError(f"object_weight must be >= 0, got {self.object_weight}")
+        if self.streaming and self.renders_per_caption > 1:
+            raise ItercompError("renders_per_caption > 1 needs a fixed dataset; drop --streaming or set it to 1")
         if self.canvas % self.patch_size:
             raise ItercompError(f"canvas={self.canvas} must be a multiple of patch_size={self.patch_size}")
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from itercomp.errors import PromptError
 from itercomp.world.prompts import sample_scene, split_of
 from itercomp.world.render import DEFAULT_CANVAS, draw, layout
+from itercomp.world.scene import Relation, Scene
 from itercomp.world.vocab import ASPECTS
 
 # Share of each aspect in pretraining data; complex prompts are rarer, as in real caption data.
@@ -102,3 +103,104 @@ _MIRROR = {"left": "right", "right": "left"}
 def mirror_prompt(prompt: str) -> str:
     """The prompt of the horizontally flipped image (every shape is left-right symmetric)."""
     return re.sub(r"\b(left|right)\b", lambda m: _MIRROR[m.group(1)], prompt)
+
+
+# ---- streamed training data: every image new, with a curriculum over the number of objects ----------------------
+
+# The relation read from the other object's side ("A left of B" is "B right of A"); `inside` has no converse word.
+CONVERSE = {
+    "and": "and",
+    "touching": "touching",
+    "to the left of": "to the right of",
+    "to the right of": "to the left of",
+    "above": "below",
+    "below": "above",
+    "bigger than": "smaller than",
+    "smaller than": "bigger than",
+}
+
+
+def converse_scene(scene: Scene) -> Scene:
+    """The same scene described from the other object of each clause that has a converse ("a red circle to the
+    left of a blue square" -> "a blue square to the right of a red circle"); the image is unchanged."""
+    clauses = tuple((o, CONVERSE[r], s) if r in CONVERSE else (s, r, o) for s, r, o in scene.clauses)
+    relations = tuple(
+        Relation(rel.object, CONVERSE[rel.name], rel.subject) if rel.name in CONVERSE else rel
+        for rel in scene.relations
+    )
+    return Scene(scene.objects, relations, clauses)
+
+
+def single_object_share(step: int, start: float, end: float, anneal_steps: int) -> float:
+    """The curriculum: the share of one-object scenes falls linearly from `start` to `end` over `anneal_steps`."""
+    if anneal_steps <= 0:
+        return end
+    return start + (end - start) * min(1.0, step / anneal_steps)
+
+
+def sample_single_object(rng: np.random.Generator) -> Scene:
+    """One object of any colour and shape; size and fill spelled out as often as in the aspects' prompts."""
+    obj = sample_scene("attribute_binding", rng).objects[0]
+    return Scene((obj,), (), ())
+
+
+def caption(scene: Scene, rng: np.random.Generator, converse_share: float) -> str:
+    """The scene's prompt, or with probability `converse_share` its converse when that is a train prompt too
+    (a converse may hash into val or test, which training never shows)."""
+    if len(scene.objects) == 1:
+        return scene.objects[0].phrase()
+    text = scene.prompt()
+    if rng.random() < converse_share:
+        other = converse_scene(scene).prompt()
+        if other != text and split_of(other) == "train":
+            return other
+    return text
+
+
+def render_batch(
+    rng: np.random.Generator,
+    n: int,
+    single_share: float = 0.0,
+    converse_share: float = 0.0,
+    mix: dict[str, float] | None = None,
+    canvas: int = DEFAULT_CANVAS,
+) -> tuple[np.ndarray, list[str]]:
+    """`n` fresh (image, caption) pairs of train-split scenes: one-object scenes with probability `single_share`,
+    the others drawn from the aspects by `mix`; deterministic for the generator's state."""
+    mix = mix or DEFAULT_MIX
+    weights = np.array([mix.get(a, 0.0) for a in ASPECTS])
+    images, captions = [], []
+    while len(images) < n:
+        if rng.random() < single_share:
+            scene = sample_single_object(rng)
+        else:
+            scene = sample_scene(ASPECTS[rng.choice(len(ASPECTS), p=weights / weights.sum())], rng)
+        try:  # a sampled scene may break a world rule (PromptError) or not fit the canvas
+            if len(scene.objects) > 1 and split_of(scene.prompt()) != "train":
+                continue
+            images.append(draw(layout(scene, rng, canvas, max_tries=LAYOUT_TRIES), canvas))
+        except PromptError:
+            continue
+        captions.append(caption(scene, rng, converse_share))
+    return np.stack(images), captions
+
+
+def sample_captions(
+    n: int, seed: int, single_share: float = 0.0, converse_share: float = 0.0, mix: dict[str, float] | None = None
+) -> list[str]:
+    """`n` captions as `render_batch` draws them, without drawing (for the LM and the whitening statistics)."""
+    rng = np.random.default_rng(seed)
+    mix = mix or DEFAULT_MIX
+    weights = np.array([mix.get(a, 0.0) for a in ASPECTS])
+    captions = []
+    while len(captions) < n:
+        if rng.random() < single_share:
+            captions.append(sample_single_object(rng).objects[0].phrase())
+            continue
+        scene = sample_scene(ASPECTS[rng.choice(len(ASPECTS), p=weights / weights.sum())], rng)
+        try:
+            if split_of(scene.prompt()) == "train":
+                captions.append(caption(scene, rng, converse_share))
+        except PromptError:
+            continue
+    return captions

@@ -124,21 +124,47 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, attend_text: bool, grid: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        text_dim: int,
+        mlp_ratio: float,
+        attend_text: bool,
+        grid: int = 0,
+        joint: bool = False,
+        update_text: bool = True,
+    ):
         super().__init__()
         self.heads = heads
+        self.joint = joint
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.attend_text = attend_text
-        if attend_text:  # the text stream's own projections (MMDiT-style), read from the LM layer
+        hidden = int(dim * mlp_ratio)
+        if joint:  # MMDiT: the text tokens are a stream of width `dim` that every block updates
+            self.text_norm = nn.LayerNorm(dim, eps=1e-6)
+            self.text_qkv = nn.Linear(dim, 3 * dim)
+            self.text_q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+            self.text_k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+            self.update_text = update_text  # the last block's text output would be read by nobody
+            if update_text:
+                self.text_out = nn.Linear(dim, dim)
+                self.text_norm2 = nn.LayerNorm(dim, eps=1e-6)
+                self.text_mlp = nn.Sequential(
+                    nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim)
+                )
+                for module in (self.text_out, self.text_mlp[-1]):
+                    nn.init.zeros_(module.weight)
+                    nn.init.zeros_(module.bias)
+        elif attend_text:  # the text stream's own projections (MMDiT-style), read from the LM layer
             self.text_norm = nn.LayerNorm(text_dim, eps=1e-6)
             self.text_kv = nn.Linear(text_dim, 2 * dim)
             self.text_k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.out = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         # Mix-FFN (as Sana): a depthwise 3x3 convolution over the token grid inside the MLP, so neighbouring
         # tokens of one object agree on its outline without waiting for attention to learn it.
@@ -154,6 +180,8 @@ class Block(nn.Module):
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(h).chunk(3, dim=-1))
         q, k = self.q_norm(q), self.k_norm(k)
         mask = None
+        if self.joint:
+            return self._joint(x, q, k, v, text, text_mask, gate1, shift2, scale2, gate2)
         if self.attend_text:
             tk, tv = (split_heads(t, self.heads) for t in self.text_kv(self.text_norm(text)).chunk(2, dim=-1))
             k = torch.cat([self.text_k_norm(tk), k], dim=2)
@@ -163,6 +191,24 @@ class Block(nn.Module):
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + gate1[:, None] * self.out(attn.transpose(1, 2).reshape(x.shape))
         return x + gate2[:, None] * self.feed_forward(modulate(self.norm2(x), shift2, scale2))
+
+    def _joint(self, x, q, k, v, text, text_mask, gate1, shift2, scale2, gate2):
+        """Joint attention over [text ; image] for both streams (SD3's MMDiT): a text token can read the
+        relation word and the image before the image reads it back. Returns (image tokens, text tokens)."""
+        tq, tk, tv = (split_heads(t_, self.heads) for t_ in self.text_qkv(self.text_norm(text)).chunk(3, dim=-1))
+        n_text = text.shape[1]
+        keep = torch.cat([text_mask, text_mask.new_ones(x.shape[0], x.shape[1])], dim=1)[:, None, None, :]
+        attn = F.scaled_dot_product_attention(
+            torch.cat([self.text_q_norm(tq), q], dim=2),
+            torch.cat([self.text_k_norm(tk), k], dim=2),
+            torch.cat([tv, v], dim=2),
+            attn_mask=keep,
+        ).transpose(1, 2)
+        if self.update_text:
+            text = text + self.text_out(attn[:, :n_text].reshape(text.shape))
+            text = text + self.text_mlp(self.text_norm2(text))
+        x = x + gate1[:, None] * self.out(attn[:, n_text:].reshape(x.shape))
+        return x + gate2[:, None] * self.feed_forward(modulate(self.norm2(x), shift2, scale2)), text
 
     def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.mlp_conv is None:
@@ -230,6 +276,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         conv_channels: tuple[int, ...] = (),
         text_whitening: bool = False,
         text_refiner_layers: int = 0,
+        joint_text: bool = False,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
@@ -267,10 +314,16 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.ada.bias)
         attend = conditioning != "pooled"
         grid = self.grid if mix_ffn else 0
-        self.blocks = nn.ModuleList(Block(d, num_heads, text_dim, mlp_ratio, attend, grid) for _ in range(num_layers))
+        joint = joint_text and attend
+        self.blocks = nn.ModuleList(
+            Block(d, num_heads, text_dim, mlp_ratio, attend, grid, joint, update_text=i < num_layers - 1)
+            for i in range(num_layers)
+        )
         # Learned positions of the prompt's tokens, added to every LM layer the DiT reads: a RoPE LM's hidden
         # states carry no absolute position, and "which colour goes with which shape" is a question of order.
-        self.text_pos = nn.Parameter(torch.zeros(1, text_positions, text_dim)) if text_positions and attend else None
+        self.text_pos = (
+            nn.Parameter(torch.zeros(1, text_positions, d if joint else text_dim)) if text_positions and attend else None
+        )
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         self.unpatchify = nn.Linear(d, p * p * (c or in_channels))
@@ -293,6 +346,10 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             self.register_buffer("text_whitening_matrix", torch.eye(text_dim).repeat(read, 1, 1))
         # Built last, so that without it the initialisation of every other module is unchanged.
         self.text_refiner = TextRefiner(text_dim, num_heads, text_refiner_layers) if text_refiner_layers else None
+        # The joint text stream's input: each LM state read is projected to the DiT's width and added to the
+        # stream before its block (deep fusion: block i adds LM layer i; last_layer: the first block adds it).
+        read = num_layers if conditioning == "deep_fusion" else 1
+        self.text_in = nn.ModuleList(nn.Linear(text_dim, d) for _ in range(read)) if joint else None
 
     def _build_levels(self, channels: tuple[int, ...], in_channels: int, d: int) -> None:
         """U-Net levels around the transformer (as U-ViT / HDiT / simple diffusion): at each level a conditioned
@@ -388,7 +445,10 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             stem = self.stem(sample)
             x = self.patchify(stem).flatten(2).transpose(1, 2) + self.pos
         modulation = self.ada(F.silu(cond)).view(b, 6, -1)
-        for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states, mask)):
+        texts = self.text_layers(encoder_hidden_states, mask)
+        if self.text_in is not None:
+            x = self._joint_blocks(x, modulation, texts, mask)
+        for block, text in zip(self.blocks if self.text_in is None else (), texts):
             if text is not None:
                 text = text.to(x.dtype)
                 if self.text_pos is not None:
@@ -418,6 +478,34 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         if self.config.preconditioning == "edm":
             return c_skip * x_t + c_out * out
         return out
+
+    def _joint_blocks(self, x, modulation, texts, mask):
+        """The blocks with a joint text stream: it starts at the text positions (or zero) and gains each LM
+        state read through `text_in` before the block that reads it."""
+        stream = None
+        for i, (block, text) in enumerate(zip(self.blocks, texts)):
+            if i < len(self.text_in):
+                injected = self.text_in[i](text.to(x.dtype))
+                if stream is None:
+                    stream = injected + self._text_positions(injected)
+                else:
+                    stream = stream + injected
+            args = (x, modulation, stream, mask)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x, stream = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x, stream = block(*args)
+        return x
+
+    def _text_positions(self, text: torch.Tensor) -> torch.Tensor | float:
+        if self.text_pos is None:
+            return 0.0
+        if text.shape[1] > self.text_pos.shape[1]:
+            raise ValueError(
+                f"the prompt has {text.shape[1]} tokens but the DiT has text_positions={self.text_pos.shape[1]}; "
+                "truncate prompts or build the DiT with more text_positions"
+            )
+        return self.text_pos[:, : text.shape[1]]
 
     def _edm(self, timestep: torch.Tensor):
         from itercomp.models.training import edm_scalings

@@ -28,8 +28,11 @@ def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_si
             out = pipe([p for _, p in chunk], generator=generators, output_type="np", **call_kwargs).images
             for (aspect, prompt), image in zip(chunk, out):
                 verdict = score(image, prompt)
+                drawn = objects_drawn(verdict)
                 rows.append(
                     {
+                        "objects": len(drawn),
+                        "objects_drawn": sum(drawn),
                         "prompt_id": prompt_id(prompt),
                         "prompt": prompt,
                         "aspect": aspect,
@@ -39,7 +42,22 @@ def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_si
                     }
                 )
                 images.append(image)
-    return {"summary": summarize(rows), "rows": rows, "images": np.stack(images)}
+    summary = summarize(rows)
+    for aspect, entry in summary.items():
+        mine = [r for r in rows if r["aspect"] == aspect]
+        entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
+    return {"summary": summary, "rows": rows, "images": np.stack(images)}
+
+
+def objects_drawn(verdict) -> list[bool]:
+    """Per object of the prompt, whether it is drawn as asked: present in its colour, with every shape, fill and
+    size word of the prompt holding (the oracle's per-object predicates, "<color> <shape>: ...")."""
+    objects: dict[str, bool] = {}
+    for predicate in verdict.predicates:
+        if ": " in predicate.name:
+            name = predicate.name.split(": ", 1)[0]
+            objects[name] = objects.get(name, True) and predicate.ok
+    return list(objects.values())
 
 
 NOISE_LEVELS = (0.3, 0.5, 0.7, 0.9)

@@ -1,0 +1,146 @@
+"""Benchmark: how fast can a DiT variant learn to read a spatial relation at all?
+
+python bench/relation_learnability.py --variants base positions joint joint_positions --steps 800
+
+The question isolated from everything else a base model must learn: at t = 1 (pure noise, where the layout is
+chosen) the best x0 prediction for "A <rel> B" is the mean of the prompt's renders, which puts A's colour on the
+named side. Each variant is a fresh DiT trained only there, on `--prompts` train spatial prompts (and their
+mirrors), with the mean of `--renders` renders per prompt as the target. Every `--eval-every` steps it reports the
+relation sensitivity of its x0 on val prompts as a share of the renders' mean (`bench/relation_probe.py`'s
+statistic: 1 = the rule is read, 0 = ignored), and the share on train prompts (fit vs rule).
+
+The variants differ only in how the text tokens reach the image (all read the shipped language model, whitened):
+- base: every block reads its LM layer as extra keys/values (the shipped design);
+- positions: + learned absolute positions on the LM states (a token's role: subject or object);
+- joint: MMDiT text stream, which every block updates jointly with the image (a colour word can read the relation);
+- joint_positions: both;
+- refiner: two bidirectional refiner layers over the LM states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from itercomp.io import write_json
+from itercomp.models.data import mirror_prompt
+from itercomp.models.dit import CompositionDiT, whitening_from_covariance
+from itercomp.models.pipeline import ShapesDiTPipeline
+from itercomp.models.pretrain import PromptStates
+from itercomp.world.prompts import generate_prompts
+from itercomp.world.render import render
+from itercomp.world.scene import parse
+
+from relation_probe import FLIP, relation_statistic  # noqa: E402  (a sibling bench script)
+
+VARIANTS = {
+    "base": {},
+    "positions": {"text_positions": 48},
+    "joint": {"joint_text": True},
+    "joint_positions": {"joint_text": True, "text_positions": 48},
+    "refiner": {"text_refiner_layers": 2},
+}
+
+
+def mean_renders(prompts: list[str], renders: int) -> torch.Tensor:
+    images = np.stack([np.mean([render(p, seed=s) for s in range(renders)], axis=0) for p in prompts])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def share_of_ideal(model, states: PromptStates, prompts: list[str], means: torch.Tensor, noises: int = 4) -> float:
+    """Mean relation statistic of x0(prompt) - x0(flipped prompt) over that of the renders' means."""
+    flipped = [p.replace(r, FLIP[r]) for p in prompts for r in [parse(p).relations[0].name]]
+    got, ideal = [], []
+    noise = torch.randn(noises, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for k, (p, f) in enumerate(zip(prompts, flipped)):
+        scene = parse(p)
+        rel = scene.relations[0]
+        a, b = scene.objects[rel.subject].color, scene.objects[rel.object].color
+        hidden, mask = states([p] * noises + [f] * noises)
+        x0 = model(torch.cat([noise, noise]), torch.full((2 * noises,), 1000.0), hidden, mask)
+        got.append(relation_statistic((x0[:noises] - x0[noises:]).mean(0), rel.name, a, b))
+        ideal.append(relation_statistic(means[k] - means[len(prompts) + k], rel.name, a, b))
+    return float(np.mean(got) / np.mean(ideal))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--lm", default="itercomp/weights/base", help="a member whose tokenizer and LM to read")
+    parser.add_argument("--prompts", type=int, default=1500, help="train spatial prompts (x2 with mirrors)")
+    parser.add_argument("--eval-prompts", type=int, default=40, help="val spatial prompts")
+    parser.add_argument("--renders", type=int, default=16, help="renders per prompt in its mean image")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="bench/results/relation_learnability.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = ShapesDiTPipeline.from_pretrained(args.lm)
+    shipped = pipe.transformer.config
+    train = generate_prompts("spatial_relationship", "train", args.prompts, seed=1)
+    train = train + [mirror_prompt(p) for p in train]
+    val = generate_prompts("spatial_relationship", "val", args.eval_prompts)
+    flip = [p.replace(r, FLIP[r]) for p in val for r in [parse(p).relations[0].name]]
+    probe_train = train[: args.eval_prompts]
+    probe_train_flip = [p.replace(r, FLIP[r]) for p in probe_train for r in [parse(p).relations[0].name]]
+    started = time.perf_counter()
+    means = mean_renders(train, args.renders)
+    val_means = mean_renders(val + flip, args.renders)
+    train_probe_means = torch.cat([means[: args.eval_prompts], mean_renders(probe_train_flip, args.renders)])
+    print(f"rendered {len(train) + 2 * len(val)} means in {time.perf_counter() - started:.0f} s")
+    layers = list(range(1, pipe.text_encoder.config.num_hidden_layers + 1))
+    states = PromptStates(pipe.text_encoder, pipe.tokenizer, train + val + flip + probe_train_flip, layers)
+    mean, covariance = states.statistics()
+    results = {}
+    for name in args.variants:
+        torch.manual_seed(0)
+        options = dict(
+            sample_size=32, patch_size=4, hidden_size=shipped.hidden_size, num_heads=shipped.num_heads,
+            text_dim=shipped.text_dim, num_layers=shipped.num_layers, stem_channels=0,
+            conv_channels=tuple(shipped.conv_channels), text_whitening=True, prediction_type="sample",
+        )  # fmt: skip
+        model = CompositionDiT(**options, **VARIANTS[name])
+        model.set_text_statistics(mean, whitening_from_covariance(covariance))
+        opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.99))
+        curve, rng, started = [], np.random.default_rng(0), time.perf_counter()
+        for step in tqdm(range(args.steps + 1), desc=name, unit="step"):
+            if step % args.eval_every == 0:
+                model.eval()
+                point = {
+                    "step": step,
+                    "val_share": share_of_ideal(model, states, val, val_means),
+                    "train_share": share_of_ideal(model, states, probe_train, train_probe_means),
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+                curve.append(point)
+                print(name, point, flush=True)
+                model.train()
+            if step == args.steps:
+                break
+            idx = rng.integers(len(train), size=args.batch_size)
+            hidden, mask = states([train[i] for i in idx])
+            noise = torch.randn(args.batch_size, 3, 32, 32)
+            x0 = model(noise, torch.full((args.batch_size,), 1000.0), hidden, mask)
+            loss = (x0 - means[idx]).square().mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        results[name] = {"options": VARIANTS[name], "parameters": sum(p.numel() for p in model.parameters()),
+                         "curve": curve}  # fmt: skip
+    write_json(Path(args.out), {"command": "python bench/relation_learnability.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()),
+        "results": results})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
