@@ -5,18 +5,20 @@
     python recipes/reward_ft.py --config FILE          # one process
     itercomp finetune --config FILE                    # the same, in-process
 
-Every field of itercomp.finetune.config.FeedbackRunConfig is a YAML key and a `--field value` flag. Writes
-<output_dir>/pipeline (the fine-tuned pipeline), lora/ (LoRA runs), metrics.json and feedback_config.yaml.
+Every field of itercomp.finetune.config.FeedbackRunConfig is a YAML key and a `--field value` flag; a mode's
+settings are a section (`grpo: {group_size: 8}` in YAML, `--grpo.group-size 8`). Writes <output_dir>/pipeline
+(the fine-tuned pipeline), lora/ (LoRA runs), metrics.json and feedback_config.yaml.
 """
 
 from __future__ import annotations
 
 import sys
 
+from itercomp.commands.finetune import load_reward_fn
 from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune.config import FeedbackRunConfig
-from itercomp.finetune.job import load_pipeline, load_prompts, load_reward_fn
+from itercomp.finetune.job import load_pipeline, load_prompts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         # 1. the model to fine-tune: the shipped shapes base model unless --pretrained names another pipeline
         pipe = load_pipeline(config.pretrained)
         # 2. the reward: the reward models of the weighted aspects, or the oracle with --reward oracle
-        rewards = load_reward_fn(config)
+        reward_fn = load_reward_fn(config)
         # 3. the prompts: --prompts FILE, or the shapes world's train split for each weighted aspect
         prompts = load_prompts(config)
         # 4. sample, score, step; writes output_dir/{pipeline, metrics.json, feedback_config.yaml}
-        finetune(pipe, rewards, prompts, config, accelerator=accelerator)
+        finetune(pipe, reward_fn, prompts, config, accelerator=accelerator)
     except ItercompError as e:
         sys.stderr.write(f"reward_ft: error: {e}\n")
         return 2

@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
+from pipelines import shapes_pipeline
 
 from gallery.tiny import build_tiny_pipeline
 from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune import FeedbackConfig, FeedbackRunConfig, finetune
 from itercomp.finetune.adapters import make_adapter
+from itercomp.finetune.config import DPOConfig, GRPOConfig, SelectConfig, WindowConfig
 from itercomp.finetune.loss import (
     best_and_worst,
     best_of,
@@ -33,12 +36,12 @@ from itercomp.finetune.loss import (
     sde_step,
     weighted_reward,
 )
+from itercomp.finetune.modes import MODES, register_mode
+from itercomp.finetune.modes.base import FeedbackMode, MicroBatch
 from itercomp.finetune.oracle_reward import OracleReward
 from itercomp.finetune.prediction import vp_noisy, vp_target, x0_from_epsilon, x0_from_v
 from itercomp.finetune.regulariser import ArrayPairs, FolderPairs
-from itercomp.finetune.trainer import denoise
-from itercomp.models.language import LanguageModelConfig, build_language_model, build_tokenizer
-from itercomp.models.pretrain import PretrainConfig, build_dit, make_pipeline
+from itercomp.finetune.sampling import denoise, sample_and_score, seeded_generators
 from itercomp.world import REWARD_ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,19 +58,6 @@ KINDS = (
 )
 # Text lengths the tiny tokenizers support (gallery.tiny.TINY_CALL).
 SEQUENCE = {"stable_diffusion_3": 16, "flux": 16, "flux_guidance": 16, "sana": 32}
-
-
-def shapes_pipeline(prediction_type: str = "sample"):
-    tokenizer = build_tokenizer()
-    lm = build_language_model(
-        len(tokenizer), LanguageModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
-    )
-    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8, prediction_type=prediction_type)
-    torch.manual_seed(0)
-    dit = build_dit(cfg, "deep_fusion", lm)
-    for p in dit.parameters():  # zero-initialised gates would give no gradient to most weights
-        p.data.normal_(0, 0.05)
-    return make_pipeline(tokenizer, lm, dit, cfg)
 
 
 def tiny(kind: str):
@@ -249,24 +239,85 @@ def test_x0_formulas_match_the_ddim_scheduler():
 def test_config_errors_name_the_field_and_the_fix(tmp_path):
     with pytest.raises(ItercompError, match="grad_mode='ddpo'"):
         FeedbackConfig(grad_mode="ddpo")
-    with pytest.raises(ItercompError, match=r"grad_step_range.*30-39"):
-        FeedbackConfig(grad_step_range=(0.9, 0.5))
+    with pytest.raises(ItercompError, match=r"window.grad_step_range.*30-39"):
+        FeedbackConfig(window=WindowConfig(grad_step_range=(0.9, 0.5)))
     with pytest.raises(ItercompError, match="needs regulariser_data"):
         FeedbackConfig(pretrain_loss_weight=0.1)
     with pytest.raises(ItercompError, match="draft_k=50 exceeds"):
-        FeedbackConfig(grad_mode="draft", draft_k=50)
+        FeedbackConfig(grad_mode="draft", window={"draft_k": 50})
+    FeedbackConfig(grad_mode="refl", window={"draft_k": 50})  # a section is checked against the steps when in use
+    with pytest.raises(ItercompError, match=r"grpo.group_size must be >= 2"):
+        GRPOConfig(group_size=1)
+    with pytest.raises(ItercompError, match=r"grpo.train_steps=4 must be in 1..3"):
+        FeedbackConfig(grad_mode="grpo", num_inference_steps=4, grpo=GRPOConfig(train_steps=4))
+    with pytest.raises(ItercompError, match=r"dpo: unknown field 'dpo_beta'.*beta"):
+        FeedbackConfig(grad_mode="dpo", dpo={"dpo_beta": 10.0})
     weights = FeedbackConfig(reward_weights="attribute_binding=1,spatial_relationship=0.5").reward_weights
     assert weights == {"attribute_binding": 1.0, "spatial_relationship": 0.5}
     with pytest.raises(ItercompError, match="aspect=weight"):
         FeedbackConfig(reward_weights="attribute_binding")
 
 
+def test_mode_sections_round_trip_through_yaml_and_flags(tmp_path):
+    from itercomp.config import save_config
+
+    cfg = FeedbackConfig(
+        grad_mode="grpo",
+        grpo=GRPOConfig(group_size=8, train_steps=3),
+        dpo=DPOConfig(beta=50.0, online_pairs=False, preference_pairs="r.jsonl"),
+        window=WindowConfig(grad_step_range=(0.5, 1.0)),
+    )
+    save_config(cfg, tmp_path / "saved.yaml")
+    saved = yaml.safe_load((tmp_path / "saved.yaml").read_text())
+    assert saved["grpo"]["group_size"] == 8 and saved["window"]["grad_step_range"] == [0.5, 1.0]
+    assert load_config(FeedbackConfig, ["--config", str(tmp_path / "saved.yaml")]) == cfg
+    (tmp_path / "nested.yaml").write_text("grad_mode: grpo\ngrpo: {group_size: 6}\n")
+    argv = ["--config", str(tmp_path / "nested.yaml"), "--grpo.train-steps", "2", "--window.draft_k", "3"]
+    again = load_config(FeedbackConfig, argv)
+    assert again.grpo == GRPOConfig(group_size=6, train_steps=2) and again.window.draft_k == 3
+    with pytest.warns(DeprecationWarning, match="'lr' is deprecated, use 'learning_rate'"):
+        assert load_config(FeedbackConfig, ["--lr", "3e-4"]).learning_rate == 3e-4
+
+
+class OwnSamplesMode(FeedbackMode):
+    """The smallest mode: the denoising loss on the model's own samples, the reward only logged."""
+
+    def describe(self) -> str:
+        return "own samples"
+
+    def sample(self, prompts, rng, step, micro):
+        generators = seeded_generators(rng, len(prompts))
+        images, rewards = sample_and_score(
+            self.adapter, self.reward_fn, prompts, generators, self.config, self.accelerator
+        )
+        return MicroBatch(prompts, {"images": images.clamp(0, 1)}, rewards=rewards)
+
+    def loss(self, batch, rng):
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return self.adapter.pretrain_loss(batch.data["images"], batch.prompts, generator), batch.rewards
+
+
+def test_a_new_mode_is_one_class_and_one_registration(tmp_path):
+    register_mode("own_samples", OwnSamplesMode, section="select", differentiates_reward=False)
+    try:
+        FeedbackRunConfig(reward="oracle", grad_mode="own_samples")  # a black box serves it
+        pipe = shapes_pipeline()
+        before = snapshot(pipe.transformer)
+        metrics = finetune(pipe, OracleReward(), PROMPTS[:2], config(tmp_path, grad_mode="own_samples", eval_prompts=0))
+        assert metrics["steps"] == 2 and all(np.isfinite(h["loss"]) for h in metrics["history"])
+        assert any(not torch.equal(before[k], v) for k, v in pipe.transformer.state_dict().items())
+    finally:
+        MODES.pop("own_samples")
+    with pytest.raises(ItercompError, match="grad_mode='own_samples' is unknown; use one of refl, draft"):
+        FeedbackConfig(grad_mode="own_samples")
+
+
 def test_shipped_configs_load_and_sdxl_has_the_paper_settings():
     sdxl = load_config(FeedbackRunConfig, ["--config", str(ROOT / "recipes/configs/reward_ft_sdxl.yaml")])
     assert sdxl.pretrained == "stabilityai/stable-diffusion-xl-base-1.0"
     assert sdxl.num_inference_steps == 40 and sdxl.grad_mode == "refl"
-    assert refl_step_bounds(sdxl.num_inference_steps, sdxl.grad_step_range) == (30, 39)
-    assert sdxl.learning_rate == 1e-5 and sdxl.reward_hinge == 2.0 and sdxl.reward_loss_scale == 1e-3
+    assert refl_step_bounds(sdxl.num_inference_steps, sdxl.window.grad_step_range) == (30, 39)
+    assert sdxl.learning_rate == 1e-5 and sdxl.window.reward_hinge == 2.0 and sdxl.window.reward_loss_scale == 1e-3
     assert sdxl.use_lora and sdxl.max_steps == 200 and sdxl.max_grad_norm == 1.0 and sdxl.guidance_scale == 1.0
     assert sdxl.reward_weights == dict.fromkeys(REWARD_ASPECTS, 1.0)
     shapes = load_config(
@@ -274,6 +325,8 @@ def test_shipped_configs_load_and_sdxl_has_the_paper_settings():
         ["--config", str(ROOT / "recipes/configs/reward_ft_shapes.yaml"), "--max_steps", "7"],
     )
     assert shapes.pretrained is None and shapes.max_steps == 7
+    assert shapes.learning_rate == FeedbackConfig.learning_rate == 1e-4  # the default, not restated in the YAML
+    assert shapes.window.grad_guidance_scale == 3.0
 
 
 def test_unsupported_pipeline_is_a_clear_error():
@@ -335,7 +388,8 @@ def test_finetune_changes_the_denoiser_only(kind, tmp_path):
     modes = {"flux": "draft", "sana": "alignprop", "stable_diffusion_xl": "select", "sd_v_prediction": "dpo"}
     mode = {**modes, "stable_diffusion_3": "grpo"}.get(kind, "refl")
     checkpointing = kind in ("shapes_velocity", "sd_v_prediction", "flux")  # and recomputed activations on some
-    cfg = config(tmp_path, kind, grad_mode=mode, draft_k=2, gradient_checkpointing=checkpointing, kl_beta=0.1)
+    sections = {"window": WindowConfig(draft_k=2), "grpo": GRPOConfig(kl_beta=0.1)}
+    cfg = config(tmp_path, kind, grad_mode=mode, gradient_checkpointing=checkpointing, **sections)
     metrics = finetune(pipe, channel_reward, PROMPTS, cfg)
 
     assert metrics["steps"] == 2 and metrics["skipped_steps"] == 0
@@ -502,7 +556,7 @@ def test_select_mode_makes_the_shapes_model_redder(tmp_path):
     cfg = config(
         tmp_path,
         grad_mode="select",
-        samples_per_prompt=4,
+        select=SelectConfig(samples_per_prompt=4),
         max_steps=25,
         batch_size=4,
         eval_prompts=3,
@@ -525,8 +579,8 @@ def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path):
         return dict.fromkeys(REWARD_ASPECTS, images[:, 0].mean((1, 2)).detach())
 
     settings = {
-        "grpo": {"samples_per_prompt": 8, "max_steps": 60, "sde_noise_level": 1.0},
-        "dpo": {"samples_per_prompt": 4, "max_steps": 20, "dpo_beta": 100.0},
+        "grpo": {"grpo": GRPOConfig(group_size=8, noise_level=1.0), "max_steps": 60},
+        "dpo": {"dpo": DPOConfig(samples_per_prompt=4, beta=100.0), "max_steps": 20},
     }
     cfg = config(
         tmp_path,
@@ -606,9 +660,9 @@ def test_two_process_recipe_run(tmp_path):
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541"]
     command += [str(ROOT / "recipes" / "reward_ft.py"), "--config", str(ROOT / "recipes/configs/reward_ft_shapes.yaml")]
-    command += ["--pretrained", str(tmp_path / "base"), "--output_dir", str(tmp_path / "out"), "--cpu", "true"]
+    command += ["--pretrained", str(tmp_path / "base"), "--output_dir", str(tmp_path / "out"), "--cpu"]
     command += ["--max_steps", "2", "--num_inference_steps", "4", "--batch_size", "2", "--eval_prompts", "4"]
-    command += ["--prompts_per_aspect", "4", "--grad_mode", "draft", "--draft_k", "2", "--checkpoint_every", "1"]
+    command += ["--prompts_per_aspect", "4", "--grad_mode", "draft", "--window.draft_k", "2", "--checkpoint_every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -636,8 +690,8 @@ def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
     """Every ordered pair of a rankings.jsonl (test prompts left out) becomes a (preferred, other) pair, and DPO
     trains on them alone with online_pairs off."""
     from itercomp.finetune.preferences import PreferencePairs
+    from itercomp.prompts import split_for
     from itercomp.records import Candidate, Ranking
-    from reward_models.data import split_for
 
     prompts = {s: next(p for p in (f"a red circle and a {c} square" for c in ("blue", "green", "white", "yellow", "purple")) if split_for(p) == s) for s in ("train", "test")}  # fmt: skip
     rows = []
@@ -655,8 +709,9 @@ def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
     assert len(pairs) == 3 and set(pairs.prompts) == {prompts["train"]}  # C(3, 2) train pairs, no test pair
     preferred, other, _ = pairs.sample(16, np.random.default_rng(0))
     assert bool((preferred.mean((1, 2, 3)) > other.mean((1, 2, 3))).all())  # brighter is ranked first
-    cfg = config(tmp_path, grad_mode="dpo", online_pairs=False, preference_pairs=str(tmp_path / "rankings.jsonl"))
+    ranked_only = DPOConfig(online_pairs=False, preference_pairs=str(tmp_path / "rankings.jsonl"))
+    cfg = config(tmp_path, grad_mode="dpo", dpo=ranked_only)
     metrics = finetune(shapes_pipeline(), channel_reward, PROMPTS, cfg)
     assert metrics["steps"] == 2 and all(np.isfinite(h["loss"]) for h in metrics["history"])
-    with pytest.raises(ItercompError, match="needs preference_pairs"):
-        FeedbackConfig(grad_mode="dpo", online_pairs=False)
+    with pytest.raises(ItercompError, match="needs dpo.preference_pairs"):
+        FeedbackConfig(grad_mode="dpo", dpo=DPOConfig(online_pairs=False))

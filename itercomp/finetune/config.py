@@ -1,89 +1,43 @@
 """`FeedbackConfig`: every setting of reward-feedback fine-tuning, one named field each (no torch import here,
-so the CLI builds its --help without it). `FeedbackRunConfig` adds what the recipe loads: model, rewards, prompts.
+so the CLI builds its --help without it). The settings of one mode family live in its own section --
+`window`, `select`, `dpo`, `grpo` -- nested in YAML (`grpo: {group_size: 8}`) and `section.field=value` on the
+command line. `FeedbackRunConfig` adds what the recipe loads: model, rewards, prompts.
 
 Loaded with itercomp.config's loader: YAML keys and `--field value` flags are the field names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import yaml
 
 from itercomp.errors import ItercompError
+from itercomp.finetune.modes import MODES, black_box_modes, mode_spec
 from itercomp.world.vocab import REWARD_ASPECTS
 
-GRAD_MODES = ("refl", "draft", "alignprop", "select", "dpo", "grpo")
-# Modes that never differentiate the reward: any black-box reward (the oracle) serves them.
-BLACK_BOX_MODES = ("select", "dpo", "grpo")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
-@dataclass
-class FeedbackConfig:
-    """Reward-feedback fine-tuning of a text-to-image denoiser (ReFL / DRaFT-K / AlignProp windows)."""
+def _check_positive(section: str, **values) -> None:
+    for name, value in values.items():
+        if not value > 0 or not math.isfinite(value):
+            raise ItercompError(f"{section}.{name} must be a finite number > 0, got {value}")
 
-    output_dir: str = field(
-        default="runs/finetune",
-        metadata={"help": "writes checkpoint/, pipeline/, lora/ (with use_lora), metrics.json, feedback_config.yaml"},
-    )
-    # ---- sampling ------------------------------------------------------------------------------------------
-    num_inference_steps: int = field(default=40, metadata={"help": "sampling steps per image (IterComp: 40)"})
-    guidance_scale: float = field(
-        default=1.0, metadata={"help": "classifier-free guidance in the steps without gradient; 1 = none (IterComp)"}
-    )
-    grad_guidance_scale: float | None = field(
-        default=None,
-        metadata={"help": "guidance in the steps with gradient; unset = guidance_scale (1 halves the memory)"},
-    )
-    resolution: int | None = field(
-        default=None, metadata={"help": "image height and width in pixels; unset = the pipeline's default"}
-    )
-    max_sequence_length: int | None = field(
-        default=None, metadata={"help": "text tokens for pipelines that take it (SD3, Flux, Sana); unset = theirs"}
-    )
-    # ---- the window of steps with gradient ----------------------------------------------------------------
-    grad_mode: str = field(
-        default="refl",
-        metadata={
-            "help": "refl: one step drawn from grad_step_range, x0 predicted there (ImageReward/IterComp); "
-            "draft: the last draft_k steps (DRaFT-K); alignprop: the last K steps, K drawn from 1..alignprop_max_k; "
-            "select: sample samples_per_prompt images per prompt and train the denoising loss on the one the reward "
-            "scores highest (reward-ranked fine-tuning, RAFT); dpo: Diffusion-DPO on each prompt's best and worst of "
-            "samples_per_prompt samples; grpo: Flow-GRPO -- SDE sampling, group-relative advantages per prompt, a "
-            "clipped policy loss on every sampled step, KL to the starting model. select, dpo and grpo never "
-            "differentiate the reward (the oracle serves them)"
-        },
-    )
-    samples_per_prompt: int = field(
-        default=4,
-        metadata={"help": "select / dpo / grpo: images sampled per prompt (GRPO's group), ranked by weighted reward"},
-    )
-    # ---- GRPO (Flow-GRPO) and DPO ------------------------------------------------------------------------------
-    sde_noise_level: float = field(
-        default=0.7, metadata={"help": "grpo: the SDE's noise level a, std = a sqrt(sigma / (1 - sigma)) (Flow-GRPO)"}
-    )
-    grpo_train_steps: int | None = field(
-        default=None,
-        metadata={"help": "grpo: sampled steps trained per batch, drawn at random; unset = every stochastic step"},
-    )
-    grpo_clip: float = field(default=0.2, metadata={"help": "grpo: PPO clip range of the probability ratio"})
-    kl_beta: float = field(default=0.0, metadata={"help": "grpo: weight of the KL to the starting model; 0 = none"})
-    preference_pairs: str | None = field(
-        default=None,
-        metadata={
-            "help": "dpo: a rankings.jsonl whose ranked images give batch_size (preferred, other) pairs per micro-batch "
-            "(the loop passes its rankings); unset = only the current model's own samples"
-        },
-    )
-    online_pairs: bool = field(
-        default=True,
-        metadata={"help": "dpo: also pair each prompt's best and worst of samples_per_prompt own samples by reward"},
-    )
-    dpo_beta: float = field(
-        default=1000.0, metadata={"help": "dpo: inverse temperature on the per-image denoising-error margin"}
-    )
+
+def _check_samples(section: str, name: str, value: int) -> None:
+    if value < 2:
+        raise ItercompError(f"{section}.{name} must be >= 2 to compare samples of a prompt, got {value}; e.g. 4")
+
+
+@dataclass
+class WindowConfig:
+    """refl / draft / alignprop: sample without gradient, run a late window of steps with gradient, predict x0,
+    decode, score, and step on sum_a w_a * relu(reward_hinge - r_a) * reward_loss_scale."""
+
     grad_step_range: tuple[float, float] = field(
         default=(0.75, 1.0),
         metadata={
@@ -95,13 +49,9 @@ class FeedbackConfig:
     alignprop_max_k: int | None = field(
         default=None, metadata={"help": "alignprop: largest truncation K; unset = num_inference_steps"}
     )
-    # ---- reward loss: sum over aspects of w_a * relu(hinge - r_a) * scale ---------------------------------
-    reward_weights: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(REWARD_ASPECTS, 1.0),
-        metadata={
-            "help": "weight per reward aspect; every aspect the reward function returns needs one "
-            "(YAML mapping, or 'aspect=w,aspect=w' on the command line)"
-        },
+    grad_guidance_scale: float | None = field(
+        default=None,
+        metadata={"help": "guidance in the steps with gradient; unset = guidance_scale (1 halves the memory)"},
     )
     # IterComp's relu(2 - r): normalised rewards above 2 (about 2 std above the training images' mean) stop
     # pulling, so the model is not pushed to exploit a reward model far outside the data it was trained on.
@@ -109,6 +59,166 @@ class FeedbackConfig:
     # IterComp's 1e-3: with lr 1e-5 it keeps the reward gradient small next to the weights (matters for SGD,
     # for the balance with the pretraining loss, and under fp16 loss scaling; Adam alone is scale-invariant).
     reward_loss_scale: float = field(default=1e-3, metadata={"help": "multiplies the reward loss (IterComp: 1e-3)"})
+
+    def __post_init__(self):
+        self.grad_step_range = tuple(float(v) for v in self.grad_step_range)
+        lo, hi = self.grad_step_range if len(self.grad_step_range) == 2 else (None, None)
+        if lo is None or not 0 <= lo < hi <= 1:
+            raise ItercompError(
+                f"window.grad_step_range={list(self.grad_step_range)} must be two fractions 0 <= lo < hi <= 1 of "
+                "num_inference_steps, e.g. [0.75, 1.0] for IterComp's steps 30-39 of 40"
+            )
+        if self.draft_k < 1:
+            raise ItercompError(f"window.draft_k must be >= 1, got {self.draft_k}")
+        if self.alignprop_max_k is not None and self.alignprop_max_k < 1:
+            raise ItercompError(f"window.alignprop_max_k must be >= 1 or unset, got {self.alignprop_max_k}")
+        if self.reward_loss_scale < 0 or not math.isfinite(self.reward_loss_scale):
+            raise ItercompError(f"window.reward_loss_scale must be a finite number >= 0, got {self.reward_loss_scale}")
+
+    def check(self, config: FeedbackConfig) -> None:
+        """What the window needs of the shared settings."""
+        steps = config.num_inference_steps
+        if config.grad_mode == "draft" and self.draft_k > steps:
+            raise ItercompError(f"window.draft_k={self.draft_k} exceeds num_inference_steps={steps}; lower draft_k")
+        if self.alignprop_max_k is not None and self.alignprop_max_k > steps:
+            raise ItercompError(f"window.alignprop_max_k={self.alignprop_max_k} exceeds num_inference_steps={steps}")
+
+
+@dataclass
+class SelectConfig:
+    """select: sample several images per prompt, train the denoising loss on the one the reward scores highest
+    (reward-ranked fine-tuning, RAFT)."""
+
+    samples_per_prompt: int = field(default=4, metadata={"help": "images sampled per prompt, ranked by reward"})
+
+    def __post_init__(self):
+        _check_samples("select", "samples_per_prompt", self.samples_per_prompt)
+
+    def check(self, config: FeedbackConfig) -> None:
+        """select needs nothing of the shared settings."""
+
+
+@dataclass
+class DPOConfig:
+    """dpo: Diffusion-DPO on each prompt's best and worst own sample and on ranked pairs of a rankings.jsonl."""
+
+    samples_per_prompt: int = field(
+        default=4, metadata={"help": "own images sampled per prompt; the best and the worst by reward make a pair"}
+    )
+    beta: float = field(
+        default=1000.0, metadata={"help": "inverse temperature on the per-image denoising-error margin"}
+    )
+    preference_pairs: str | None = field(
+        default=None,
+        metadata={
+            "help": "a rankings.jsonl whose ranked images give batch_size (preferred, other) pairs per micro-batch "
+            "(the loop passes its rankings); unset = only the current model's own samples"
+        },
+    )
+    online_pairs: bool = field(
+        default=True,
+        metadata={"help": "also pair each prompt's best and worst of samples_per_prompt own samples by reward"},
+    )
+
+    def __post_init__(self):
+        _check_samples("dpo", "samples_per_prompt", self.samples_per_prompt)
+        _check_positive("dpo", beta=self.beta)
+
+    def check(self, config: FeedbackConfig) -> None:
+        if not self.online_pairs and not self.preference_pairs:
+            raise ItercompError(
+                "grad_mode=dpo with dpo.online_pairs=false needs dpo.preference_pairs (a rankings.jsonl); set one "
+                "or both"
+            )
+
+
+@dataclass
+class GRPOConfig:
+    """grpo: Flow-GRPO -- SDE sampling, group-relative advantages per prompt, a clipped policy loss on the sampled
+    steps, optionally a KL to the starting model."""
+
+    group_size: int = field(default=4, metadata={"help": "images sampled per prompt: the group of the advantages"})
+    noise_level: float = field(
+        default=0.7, metadata={"help": "the SDE's noise level a, std = a sqrt(sigma / (1 - sigma)) (Flow-GRPO)"}
+    )
+    train_steps: int | None = field(
+        default=None,
+        metadata={"help": "sampled steps trained per batch, drawn at random; unset = every stochastic step"},
+    )
+    clip_range: float = field(default=0.2, metadata={"help": "PPO clip range of the probability ratio"})
+    kl_beta: float = field(default=0.0, metadata={"help": "weight of the KL to the starting model; 0 = none"})
+
+    def __post_init__(self):
+        _check_samples("grpo", "group_size", self.group_size)
+        _check_positive("grpo", noise_level=self.noise_level, clip_range=self.clip_range)
+        if self.kl_beta < 0 or not math.isfinite(self.kl_beta):
+            raise ItercompError(f"grpo.kl_beta must be a finite number >= 0, got {self.kl_beta}")
+
+    def check(self, config: FeedbackConfig) -> None:
+        stochastic = config.num_inference_steps - 1
+        if self.train_steps is not None and not 1 <= self.train_steps <= stochastic:
+            raise ItercompError(
+                f"grpo.train_steps={self.train_steps} must be in 1..{stochastic} (the stochastic steps: every "
+                "sampling step but the last) or unset for all of them"
+            )
+
+
+@dataclass
+class FeedbackConfig:
+    """Reward-feedback fine-tuning of a text-to-image denoiser: the shared settings, and one section per mode
+    family (`window`, `select`, `dpo`, `grpo`) of which `grad_mode` picks one."""
+
+    # The short names of other stage configs, accepted with a DeprecationWarning for one release. The settings
+    # that moved into a mode's section (dpo_beta -> dpo.beta, ...) are listed in docs/finetune.md.
+    aliases: ClassVar[dict[str, str]] = {
+        "out": "output_dir",
+        "lr": "learning_rate",
+        "grad_clip": "max_grad_norm",
+        "steps": "max_steps",
+        "ema_max_decay": "ema_decay",
+    }
+
+    output_dir: str = field(
+        default="runs/finetune",
+        metadata={"help": "writes checkpoint/, pipeline/, lora/ (with use_lora), metrics.json, feedback_config.yaml"},
+    )
+    # ---- sampling ------------------------------------------------------------------------------------------
+    num_inference_steps: int = field(default=40, metadata={"help": "sampling steps per image (IterComp: 40)"})
+    guidance_scale: float = field(
+        default=1.0, metadata={"help": "classifier-free guidance in the steps without gradient; 1 = none (IterComp)"}
+    )
+    resolution: int | None = field(
+        default=None, metadata={"help": "image height and width in pixels; unset = the pipeline's default"}
+    )
+    max_sequence_length: int | None = field(
+        default=None, metadata={"help": "text tokens for pipelines that take it (SD3, Flux, Sana); unset = theirs"}
+    )
+    # ---- the mode and its section --------------------------------------------------------------------------
+    grad_mode: str = field(
+        default="refl",
+        metadata={
+            "help": "refl: one step drawn from window.grad_step_range, x0 predicted there (ImageReward/IterComp); "
+            "draft: the last window.draft_k steps (DRaFT-K); alignprop: the last K steps, K drawn from "
+            "1..window.alignprop_max_k; select: train the denoising loss on each prompt's best of "
+            "select.samples_per_prompt samples (RAFT); dpo: Diffusion-DPO on each prompt's best and worst sample "
+            "and on ranked pairs; grpo: Flow-GRPO -- SDE sampling, group-relative advantages, a clipped policy "
+            "loss. select, dpo and grpo never differentiate the reward (the oracle serves them)"
+        },
+    )
+    window: WindowConfig = field(
+        default_factory=WindowConfig, metadata={"help": "settings of grad_mode refl, draft and alignprop"}
+    )
+    select: SelectConfig = field(default_factory=SelectConfig, metadata={"help": "settings of grad_mode select"})
+    dpo: DPOConfig = field(default_factory=DPOConfig, metadata={"help": "settings of grad_mode dpo"})
+    grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "settings of grad_mode grpo"})
+    # ---- reward --------------------------------------------------------------------------------------------
+    reward_weights: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(REWARD_ASPECTS, 1.0),
+        metadata={
+            "help": "weight per reward aspect; every aspect the reward function returns needs one "
+            "(YAML mapping, or 'aspect=w,aspect=w' on the command line)"
+        },
+    )
     # ---- pretraining-loss regulariser ---------------------------------------------------------------------
     pretrain_loss_weight: float = field(
         default=0.0,
@@ -126,7 +236,11 @@ class FeedbackConfig:
         default=None, metadata={"help": "regulariser pairs per micro-batch; unset = batch_size"}
     )
     # ---- optimisation --------------------------------------------------------------------------------------
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate, constant (IterComp: 1e-5)"})
+    # IterComp's 1e-5 is for SDXL (recipes/configs/reward_ft_sdxl.yaml sets it); the default is the shapes
+    # recipe's and the loop's 1e-4, ten times it for a ~2M-parameter model pretrained at 1e-3.
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "AdamW learning rate, constant (IterComp's SDXL run: 1e-5)"}
+    )
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
@@ -170,54 +284,25 @@ class FeedbackConfig:
     resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoint if it exists"})
 
     def __post_init__(self):
-        if self.grad_mode not in GRAD_MODES:
-            raise ItercompError(f"grad_mode={self.grad_mode!r} is unknown; use one of {', '.join(GRAD_MODES)}")
-        positive = ("num_inference_steps", "max_steps", "batch_size", "gradient_accumulation_steps", "draft_k")
-        positive += ("lora_rank", "regulariser_samples", "samples_per_prompt")
-        for name in positive:
+        spec = mode_spec(self.grad_mode)  # an unknown grad_mode is an error naming the registered ones
+        sections = {s.section for s in MODES.values()}
+        for f in dataclasses.fields(self):
+            if f.name in sections:
+                setattr(self, f.name, _section(f.name, f.default_factory, getattr(self, f.name)))
+        positive = ("num_inference_steps", "max_steps", "batch_size", "gradient_accumulation_steps", "lora_rank")
+        for name in (*positive, "regulariser_samples"):
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("resolution", "max_sequence_length", "alignprop_max_k", "pretrain_batch_size", "threads"):
+        for name in ("resolution", "max_sequence_length", "pretrain_batch_size", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ItercompError(f"{name} must be >= 1 or unset, got {value}")
-        self.grad_step_range = tuple(float(v) for v in self.grad_step_range)
-        lo, hi = self.grad_step_range if len(self.grad_step_range) == 2 else (None, None)
-        if lo is None or not 0 <= lo < hi <= 1:
-            raise ItercompError(
-                f"grad_step_range={list(self.grad_step_range)} must be two fractions 0 <= lo < hi <= 1 of "
-                "num_inference_steps, e.g. [0.75, 1.0] for IterComp's steps 30-39 of 40"
-            )
-        if self.grad_mode == "draft" and self.draft_k > self.num_inference_steps:
-            raise ItercompError(
-                f"draft_k={self.draft_k} exceeds num_inference_steps={self.num_inference_steps}; lower draft_k"
-            )
-        if self.grad_mode in BLACK_BOX_MODES and self.samples_per_prompt < 2:
-            raise ItercompError(
-                f"grad_mode={self.grad_mode} needs samples_per_prompt >= 2 to compare samples of a prompt; e.g. 4"
-            )
-        if self.grpo_train_steps is not None and not 1 <= self.grpo_train_steps < self.num_inference_steps:
-            raise ItercompError(
-                f"grpo_train_steps={self.grpo_train_steps} must be in 1..{self.num_inference_steps - 1} (the "
-                "stochastic steps: every sampling step but the last) or unset for all of them"
-            )
-        if self.grad_mode == "dpo" and not self.online_pairs and not self.preference_pairs:
-            raise ItercompError(
-                "grad_mode=dpo with online_pairs=false needs preference_pairs (a rankings.jsonl); set one or both"
-            )
-        for name in ("sde_noise_level", "grpo_clip", "dpo_beta"):
-            if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
-                raise ItercompError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
-        if self.alignprop_max_k is not None and self.alignprop_max_k > self.num_inference_steps:
-            raise ItercompError(
-                f"alignprop_max_k={self.alignprop_max_k} exceeds num_inference_steps={self.num_inference_steps}"
-            )
+        getattr(self, spec.section).check(self)
         self.reward_weights = parse_weights(self.reward_weights)
         if not self.reward_weights or all(w == 0 for w in self.reward_weights.values()):
             raise ItercompError("reward_weights gives no aspect a non-zero weight; e.g. attribute_binding=1")
-        for name in ("reward_loss_scale", "pretrain_loss_weight", "kl_beta"):
-            if getattr(self, name) < 0 or not math.isfinite(getattr(self, name)):
-                raise ItercompError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if self.pretrain_loss_weight < 0 or not math.isfinite(self.pretrain_loss_weight):
+            raise ItercompError(f"pretrain_loss_weight must be a finite number >= 0, got {self.pretrain_loss_weight}")
         if self.pretrain_loss_weight > 0 and not self.regulariser_data:
             raise ItercompError(
                 f"pretrain_loss_weight={self.pretrain_loss_weight} needs regulariser_data: 'shapes' or a folder of "
@@ -236,8 +321,24 @@ class FeedbackConfig:
         self.lora_target_modules = tuple(self.lora_target_modules)
 
     @property
-    def effective_grad_guidance(self) -> float:
-        return self.guidance_scale if self.grad_guidance_scale is None else self.grad_guidance_scale
+    def mode_settings(self):
+        """The section of the current grad_mode (e.g. `self.grpo` for grad_mode=grpo)."""
+        return getattr(self, mode_spec(self.grad_mode).section)
+
+
+def _section(name: str, cls, value):
+    """A section given as a mapping (YAML, the loop's sections) becomes its dataclass; unknown keys are errors."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ItercompError(f"{name} must be a mapping of {cls.__name__} fields, got {value!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ItercompError(
+            f"{name}: unknown field {unknown[0]!r}; {cls.__name__} fields are {', '.join(sorted(known))}"
+        )
+    return cls(**value)
 
 
 def parse_weights(value) -> dict[str, float]:
@@ -304,8 +405,8 @@ class FeedbackRunConfig(FeedbackConfig):
 def check_reward_kind(reward: str, grad_mode: str) -> None:
     if reward not in ("learned", "oracle"):
         raise ItercompError(f"reward={reward!r}; use 'learned' (the reward models) or 'oracle' (the shapes world's)")
-    if reward == "oracle" and grad_mode not in BLACK_BOX_MODES:
+    if reward == "oracle" and mode_spec(grad_mode).differentiates_reward:
         raise ItercompError(
             f"reward=oracle has no gradient, and grad_mode={grad_mode} differentiates the reward; use grad_mode "
-            f"{', '.join(BLACK_BOX_MODES)}"
+            f"{', '.join(black_box_modes())}"
         )

@@ -1,5 +1,6 @@
-"""What the recipe and `itercomp finetune` load before calling finetune(): the pipeline, the reward models and
-the prompts, with errors that say what is missing and how to get it."""
+"""What the recipe and `itercomp finetune` load before calling finetune(): the pipeline and the prompts, with
+errors that say what is missing and how to get it. The reward is built by the caller
+(`itercomp.commands.finetune.load_reward_fn`): this stage does not import the reward models."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from itercomp.finetune.config import FeedbackRunConfig
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_BASE = WEIGHTS / "base"
-SHIPPED_REWARDS = WEIGHTS / "rewards"
 
 
 def load_pipeline(path: str | None):
@@ -49,42 +49,13 @@ def load_pipeline(path: str | None):
         ) from None
 
 
-def load_rewards(path: str | None, weights: dict[str, float]):
-    """The reward models of the aspects with a non-zero weight (the others would cost time and add nothing)."""
-    from reward_models.ensemble import RewardEnsemble
-
-    return RewardEnsemble.from_pretrained(path or SHIPPED_REWARDS, aspects=[a for a, w in weights.items() if w])
-
-
-def load_reward_fn(config: FeedbackRunConfig):
-    """config.reward: the reward models (learned) or the shapes world's oracle (a perfect annotator)."""
-    if config.reward == "oracle":
-        from itercomp.finetune.oracle_reward import OracleReward
-
-        return OracleReward([a for a, w in config.reward_weights.items() if w])
-    return load_rewards(config.rewards, config.reward_weights)
-
-
 def load_prompts(config: FeedbackRunConfig) -> list[str]:
     """--prompts FILE (.txt one per line, or .jsonl rows with "prompt"), else shapes-world train prompts of each
     weighted reward aspect (test prompts are never used for fine-tuning)."""
     if config.prompts:
-        path = Path(config.prompts)
-        if not path.is_file():
-            raise ItercompError(f"prompts file not found: {path}")
-        if path.suffix == ".jsonl":
-            from itercomp.io import read_jsonl
+        from itercomp.prompts import read_prompt_file
 
-            rows = read_jsonl(path)
-            bad = next((k for k, row in enumerate(rows, 1) if not isinstance(row.get("prompt"), str)), None)
-            if bad is not None:
-                raise ItercompError(f"{path}:{bad} has no string 'prompt' field")
-            prompts = [row["prompt"] for row in rows]
-        else:
-            prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not prompts:
-            raise ItercompError(f"{path} holds no prompts")
-        return prompts
+        return [row["prompt"] for row in read_prompt_file(config.prompts)]
     from itercomp.world import ASPECTS, generate_prompts
 
     aspects = [a for a, w in config.reward_weights.items() if w and a in ASPECTS]
@@ -93,13 +64,3 @@ def load_prompts(config: FeedbackRunConfig) -> list[str]:
             f"no shapes-world aspect among reward_weights {sorted(config.reward_weights)}; pass --prompts FILE"
         )
     return [p for a in aspects for p in generate_prompts(a, "train", config.prompts_per_aspect, seed=config.seed)]
-
-
-def run(config: FeedbackRunConfig, accelerator=None) -> dict:
-    """Load the pipeline, the reward models and the prompts, then fine-tune (what `itercomp finetune` runs)."""
-    from itercomp.finetune.trainer import finetune
-
-    pipe = load_pipeline(config.pretrained)
-    rewards = load_reward_fn(config)
-    prompts = load_prompts(config)
-    return finetune(pipe, rewards, prompts, config, accelerator=accelerator)

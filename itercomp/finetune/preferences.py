@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from itercomp.errors import ItercompError
+from itercomp.prompts import split_for
+from itercomp.rankings import RankingFile, ranking_pairs
 
 
 class PreferencePairs:
@@ -31,8 +34,6 @@ class PreferencePairs:
     def from_rankings(cls, path: str | Path, splits: tuple[str, ...] = ("train", "val")) -> PreferencePairs:
         """Every ordered pair of every ranking whose prompt is in `splits` (test prompts never train). Images of
         one size are kept in memory; each is read once however many rankings hold it."""
-        from reward_models.data import RankingFile, load_image, ranking_pairs, split_for
-
         rankings = RankingFile.read(path)
         index: dict[Path, int] = {}
         images, pairs, prompts = [], [], []
@@ -41,21 +42,31 @@ class PreferencePairs:
                 continue
             positions = []
             for candidate in ranking.candidates:
-                file = (rankings.root / candidate.path).resolve()
+                file = rankings.path_of(candidate).resolve()
                 if file not in index:
                     index[file] = len(images)
-                    images.append(load_image(file))
+                    images.append(_read_rgb(file))
                 positions.append(index[file])
             for better, worse in ranking_pairs(ranking):
                 pairs.append((positions[better], positions[worse]))
                 prompts.append(ranking.prompt)
-        sizes = {tuple(image.shape) for image in images}
+        sizes = {image.shape for image in images}
         if len(sizes) > 1:
             raise ItercompError(f"{path}: candidate images have different sizes {sorted(sizes)}; resize them to one")
-        stacked = torch.stack(images) if images else torch.zeros(0, 3, 1, 1)
-        return cls(stacked, pairs, prompts)
+        stacked = np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
+        return cls(torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255, pairs, prompts)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         idx = rng.integers(len(self), size=n)
         preferred, other = self.pairs[idx, 0], self.pairs[idx, 1]
         return self.images[preferred], self.images[other], [self.prompts[i] for i in idx]
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    """H x W x 3 uint8."""
+    if not path.is_file():
+        raise ItercompError(
+            f"candidate image not found: {path}; candidate paths are relative to the rankings.jsonl folder"
+        )
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
