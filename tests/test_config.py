@@ -1,7 +1,8 @@
 """itercomp.config: sections, deprecated aliases, FIELD=VALUE overrides, flags and the YAML round trip."""
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -18,6 +19,8 @@ from itercomp.config import (
     to_dict,
 )
 from itercomp.errors import ItercompError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -126,3 +129,49 @@ def test_yaml_round_trip(tmp_path):
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert data == to_dict(config) and data["seeds"] == [3, 4] and data["model"] == {"width": 5, "use_bias": True}
     assert config_from_dict(Stage, data) == config
+
+
+# ---- the loop's config on the same loader ---------------------------------------------------------------------
+
+
+def _iterate_args(argv):
+    from itercomp.loop.config import IterateConfig
+
+    parser = ArgumentParser(prog="itercomp iterate")
+    add_config_arguments(parser, IterateConfig)
+    return parser.parse_args(argv)
+
+
+def test_the_loop_fine_tunes_with_the_recipe_under_its_overrides_typed_once():
+    from itercomp.finetune.config import FeedbackConfig, FeedbackRunConfig
+    from itercomp.loop.config import RECIPE_RUN_KEYS, IterateConfig, feedback_config, load_iterate_config
+
+    recipe = load_config(FeedbackRunConfig, ["--config", str(ROOT / "recipes" / "configs" / "reward_ft_shapes.yaml")])
+    budget = IterateConfig().finetune
+    assert "learning_rate" not in budget  # the learning rate has one default, not a copy in the loop
+    default = feedback_config(IterateConfig(), FeedbackConfig, output_dir="x")
+    for f in fields(FeedbackConfig):  # every setting is the recipe's but the per-round budget and the run's own
+        if f.name not in (*budget, *RECIPE_RUN_KEYS):
+            assert getattr(default, f.name) == getattr(recipe, f.name), f.name
+    assert default.max_steps == budget["max_steps"] < recipe.max_steps
+    assert default.cpu is False and default.threads is None  # the recipe's machine settings stay the recipe's
+    config = load_iterate_config(_iterate_args(["--finetune", "learning_rate=3e-6", "max_steps=7"]))
+    assert config.finetune["learning_rate"] == "3e-6"  # text until the fine-tuning config class types it
+    feedback = feedback_config(config, FeedbackConfig, {"num_inference_steps": 2}, output_dir="x", seed=5)
+    assert (feedback.learning_rate, feedback.max_steps, feedback.seed) == (3e-6, 7, 5)
+    assert feedback.num_inference_steps == 2  # the base member's sampling over the recipe's
+    with pytest.raises(ItercompError, match=r"finetune: unknown keys \['learning_rte'\]"):
+        feedback_config(IterateConfig(finetune={"learning_rte": 1}), FeedbackConfig, output_dir="x")
+
+
+def test_the_loop_takes_hyphenated_and_old_flags(tmp_path):
+    from itercomp.loop.config import changed_fields, load_iterate_config
+
+    config = load_iterate_config(_iterate_args(["--base-member", "base", "--skip-unavailable", "--eval_seeds", "1"]))
+    assert config.skip_unavailable and config.eval_seeds == (1,)
+    with pytest.warns(DeprecationWarning, match="'out' is deprecated, use 'output_dir'"):
+        config = load_iterate_config(_iterate_args(["--out", str(tmp_path / "run")]))
+    assert config.output_dir == str(tmp_path / "run")
+    # A run saved before the rename (`out:`) resumes: the old key maps, a field it lacks counts as unchanged.
+    with pytest.warns(DeprecationWarning):
+        assert changed_fields(config, {"out": str(tmp_path / "run"), "rounds": 9}) == []

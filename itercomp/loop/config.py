@@ -1,12 +1,10 @@
 """`IterateConfig`: every setting of `itercomp iterate`, from a YAML file plus flags (itercomp.config's loader).
 
-Two sections pass settings through to the stages' own configs: `rewards:` (fields of
-`reward_models.config.RewardTrainConfig`, to refine the reward models each round) and `finetune:` (fields of
-`itercomp.finetune.FeedbackConfig`). In YAML they are mappings; on the command line `--rewards epochs=2` and
-`--finetune max_steps=40 learning_rate=1e-5`. Fine-tuning starts from a recipe (`finetune_recipe`, by default
-recipes/configs/reward_ft_shapes.yaml): its method settings, then the base member's sampling steps and guidance,
-then the `finetune:` section, typed and checked once by the fine-tuning config class. The loop sets the fields that
-tie a stage into the run layout (data files, output folders, models to start from), so a section may not set those.
+Two sections pass settings to the stages' own configs: `rewards:` (RewardTrainConfig, to refine the reward models)
+and `finetune:` (FeedbackConfig), mappings in YAML and `--rewards epochs=2`, `--finetune max_steps=40` on the
+command line. Fine-tuning starts from a recipe (`finetune_recipe`: recipes/configs/reward_ft_shapes.yaml), then the
+base member's sampling steps and guidance, then the `finetune:` section, typed and checked once by the fine-tuning
+config class. The loop sets what ties a stage into the run layout (data, output folders, starting models).
 """
 
 from __future__ import annotations
@@ -16,10 +14,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
-from itercomp.config import apply_aliases, canonical_values, coerce_values, config_from_namespace, read_yaml, to_dict
+from itercomp import config as loader
 from itercomp.errors import ItercompError
 
 ANNOTATOR_MODES = ("simulated", "human")
+MINIMUM = {  # the least value of each number setting (an unset target_rankings has none)
+    **dict.fromkeys(("prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "current_model_seeds",
+                     "overlap", "simulated_annotators", "finetune_prompts_per_aspect", "eval_prompts_per_aspect",
+                     "eval_batch_size", "target_rankings"), 1),
+    "rounds": 0, "grid_prompts": 0, "temperature": 0, "human_wait_minutes": 0,
+}  # fmt: skip
 # Set by the loop per round and stage; a section that sets them would break the run layout.
 RESERVED = {"rewards": ("rankings", "output_dir", "aspects", "init_from"), "finetune": ("output_dir",)}
 # Settings that may differ when a run is resumed: how far to go and how to wait, not what is computed.
@@ -105,23 +109,14 @@ class IterateConfig:
         from reward_models.config import RewardTrainConfig
 
         rewards = {**_reward_defaults(), **check_section("rewards", self.rewards)}
-        self.rewards = coerce_values(RewardTrainConfig, rewards, "rewards")
+        self.rewards = loader.coerce_values(RewardTrainConfig, rewards, "rewards")
         self.finetune = {**_round_budget(), **check_section("finetune", self.finetune)}
-        positive = (
-            "prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "current_model_seeds", "overlap",
-            "simulated_annotators", "finetune_prompts_per_aspect", "eval_prompts_per_aspect", "eval_batch_size",
-        )  # fmt: skip
-        for name, low in (*((n, 1) for n in positive), ("rounds", 0), ("grid_prompts", 0)):
-            if getattr(self, name) < low:
+        for name, low in MINIMUM.items():
+            if getattr(self, name) is not None and getattr(self, name) < low:
                 raise ItercompError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
-        if self.annotators not in ANNOTATOR_MODES:
-            raise ItercompError(f"--annotators must be one of {', '.join(ANNOTATOR_MODES)}, got {self.annotators!r}")
-        if self.task_aspects not in ("own", "all"):
-            raise ItercompError(f"--task-aspects must be 'own' or 'all', got {self.task_aspects!r}")
-        if self.temperature < 0 or self.human_wait_minutes < 0:
-            raise ItercompError("--temperature and --human-wait-minutes must be >= 0")
-        if self.target_rankings is not None and self.target_rankings < 1:
-            raise ItercompError(f"--target-rankings must be >= 1, got {self.target_rankings}")
+        for name, choices in (("annotators", ANNOTATOR_MODES), ("task_aspects", ("own", "all"))):
+            if getattr(self, name) not in choices:
+                raise ItercompError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")  # fmt: skip
         if not self.eval_seeds:
             raise ItercompError("--eval-seeds needs at least one seed")
         if self.members is not None and self.base_member not in self.members:
@@ -131,18 +126,17 @@ class IterateConfig:
         check_reward_kind(self.reward, self.finetune.get("grad_mode", self.recipe().get("grad_mode", "refl")))
 
     def recipe(self) -> dict:
-        """The fine-tuning recipe's settings as written (old names mapped)."""
+        """The fine-tuning recipe's settings as written."""
         name = self.finetune_recipe
         path = Path(name) if name.endswith((".yaml", ".yml")) else RECIPES / f"{name}.yaml"
         if not path.is_file():
             raise ItercompError(f"finetune_recipe: no file {path}; name a YAML in {RECIPES} or give a YAML path")
-        return read_yaml(path)
+        return loader.read_yaml(path)
 
 
 def check_section(name: str, values: dict) -> dict:
     """A section's keys other than those the loop sets for each round (a loop-owned key is an error)."""
-    if values is None:
-        return {}
+    values = {} if values is None else values
     if not isinstance(values, dict):
         raise ItercompError(f"{name} must be a mapping of field: value, got {values!r}")
     reserved = [k for k in values if k in RESERVED[name]]
@@ -153,9 +147,9 @@ def check_section(name: str, values: dict) -> dict:
 
 def section_config(name: str, values: dict, cls, **loop_fields):
     """An instance of the stage's own config class from a section plus the fields the loop sets."""
-    values = check_section(name, canonical_values(cls, values, name))
+    values = check_section(name, loader.canonical_values(cls, values, name))
     try:
-        return cls(**coerce_values(cls, {**values, **loop_fields}, name))
+        return cls(**loader.coerce_values(cls, {**values, **loop_fields}, name))
     except TypeError as e:
         raise ItercompError(f"{name}: {e}") from None
 
@@ -163,18 +157,20 @@ def section_config(name: str, values: dict, cls, **loop_fields):
 def feedback_config(config: IterateConfig, cls, sampling: dict | None = None, **loop_fields):
     """The fine-tuning config of a round: the recipe's settings (those that are fields of `cls`, less its own
     run's), then the base member's sampling settings, then the `finetune:` section, then the loop's fields."""
-    known = {f.name for f in fields(cls)}
-    recipe = {k: v for k, v in apply_aliases(cls, config.recipe()).items() if k in known and k not in RECIPE_RUN_KEYS}
-    return section_config("finetune", {**recipe, **(sampling or {}), **config.finetune}, cls, **loop_fields)
+    keep = {f.name for f in fields(cls)} - set(RECIPE_RUN_KEYS)
+    recipe = {k: v for k, v in loader.apply_aliases(cls, config.recipe()).items() if k in keep}
+    # Sections (a mode's settings) merge key by key.
+    values = loader.merge_values(loader.merge_values(recipe, sampling or {}), config.finetune)
+    return section_config("finetune", values, cls, **loop_fields)
 
 
 def load_iterate_config(namespace: argparse.Namespace, saved: dict | None = None) -> IterateConfig:
     """Defaults <- the saved run config (on resume) <- `--config FILE` <- flags."""
-    return config_from_namespace(IterateConfig, namespace, base=saved)
+    return loader.config_from_namespace(IterateConfig, namespace, base=saved)
 
 
 def changed_fields(config: IterateConfig, saved: dict) -> list[str]:
     """Fields (other than the resumable ones) whose value differs from a run's saved config; a field the saved
     config lacks (added since) counts as unchanged."""
-    now, saved = to_dict(config), canonical_values(IterateConfig, saved, "the run's config.yaml")
+    now, saved = loader.to_dict(config), loader.canonical_values(IterateConfig, saved, "the run's config.yaml")
     return [k for k in now if k in saved and k not in RESUMABLE and now[k] != saved[k]]
