@@ -12,7 +12,6 @@ image, lower is better, ties allowed). Imported rankings go through the store li
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -21,8 +20,10 @@ from pathlib import Path
 
 from annotation_app.store import Store, StoredRanking, SubmissionError
 from annotation_app.tasks import TaskSpec, inside
-from itercomp.errors import ItercompError, PromptError
-from itercomp.io import atomic_open, sha256_file, write_json
+from itercomp.errors import ItercompError
+from itercomp.io import sha256_file, write_json, write_jsonl
+from itercomp.prompts import generic_prompt_id
+from itercomp.rankings import RANKINGS_FILE
 from itercomp.records import Candidate, image_id
 from itercomp.world.vocab import REWARD_ASPECTS
 
@@ -164,9 +165,7 @@ def export(
     )
     out.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(out))
-    with atomic_open(out / "rankings.jsonl") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    write_jsonl(out / RANKINGS_FILE, lines)
     summary = {
         "rankings": len(ranking_rows),
         "pairs": len(pair_rows),
@@ -189,16 +188,6 @@ class ImportedRanking:
     order: list[str]
     ranks: list[int] | None  # None: strict order
     source: str  # "file:entry" for messages
-
-
-def generic_prompt_id(prompt: str) -> str:
-    """The shapes world's prompt id when the prompt parses, else a stable hash of the whitespace-normalised text."""
-    from itercomp.world import prompt_id
-
-    try:
-        return prompt_id(prompt)
-    except PromptError:
-        return "p" + hashlib.sha1(" ".join(prompt.split()).encode()).hexdigest()[:10]
 
 
 def read_entries(path: str | Path) -> list[dict]:

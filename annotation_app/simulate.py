@@ -3,7 +3,7 @@
 Each simulated annotator ranks a task by sampling from a Plackett-Luce model whose utilities are the oracle's
 soft scores divided by a temperature: at temperature 0 the ranking is the oracle's own, and the higher the
 temperature, the more often close candidates are swapped (clearly different ones rarely are), which is how
-human rankers err. Sampling uses the Gumbel-max trick: sort by score / T + Gumbel noise.
+human rankers err (`itercomp.rankings.plackett_luce`).
 
 Rankings go through the same store calls as the web app (`next_task`, then `submit` under the issued key), so
 assignment, overlap and idempotency are the same; annotators are named `sim-1`, `sim-2`, ... with kind
@@ -12,7 +12,7 @@ assignment, overlap and idempotency are the same; annotators are named `sim-1`, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from annotation_app.store import Store
 from annotation_app.tasks import TaskSpec
 from itercomp.errors import ItercompError
+from itercomp.rankings import plackett_luce
 
 
 @dataclass
@@ -46,15 +47,6 @@ class SimulationConfig:
     @property
     def names(self) -> list[str]:
         return [f"{self.prefix}-{i}" for i in range(1, self.annotators + 1)]
-
-
-def plackett_luce(scores: Sequence[float], temperature: float, rng: np.random.Generator) -> list[int]:
-    """Indices best first, drawn from Plackett-Luce with weights exp(score / temperature)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if temperature == 0:
-        return [int(i) for i in np.argsort(-scores, kind="stable")]
-    keys = scores / temperature + rng.gumbel(size=len(scores))
-    return [int(i) for i in np.argsort(-keys, kind="stable")]
 
 
 def oracle_score(image: np.ndarray, prompt: str, aspect: str) -> float:

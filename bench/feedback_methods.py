@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import torch  # noqa: E402
-
-from itercomp.io import write_json  # noqa: E402
-from itercomp.world.vocab import REWARD_ASPECTS  # noqa: E402
+from itercomp.io import write_json
+from itercomp.world.vocab import REWARD_ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each mode's settings: the largest learning rate tried that did not lower its own training reward or break the

@@ -24,15 +24,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-# bench/ holds a gallery.py; run as a script, this folder would come first on sys.path and shadow the `gallery`
-# package that the loop imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-from itercomp.config import config_from_dict, read_yaml, to_dict  # noqa: E402
-from itercomp.io import read_json, read_jsonl, write_json  # noqa: E402
-from itercomp.loop.config import IterateConfig  # noqa: E402
-from itercomp.loop.layout import RunLayout  # noqa: E402
-from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS  # noqa: E402
+from itercomp.config import config_from_dict, read_yaml, to_dict
+from itercomp.io import read_json, read_jsonl, write_json
+from itercomp.loop.config import IterateConfig
+from itercomp.loop.layout import RunLayout
+from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
 

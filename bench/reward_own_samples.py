@@ -93,7 +93,7 @@ def own_rankings(samples: list[dict], work: Path, config: OwnSamplesConfig) -> t
 
 def evaluate(path, rankings: Path, **options) -> dict:
     """Per aspect: evaluate_rankings on the test rankings (same-model metrics included)."""
-    from reward_models.data import RankingFile
+    from itercomp.rankings import RankingFile
 
     data = RankingFile.read(rankings)
     out = {}

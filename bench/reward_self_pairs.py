@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from itercomp.io import read_jsonl, save_png, write_json, write_jsonl
 from itercomp.models.pretrain import load_member
+from itercomp.rankings import plackett_luce
 from itercomp.records import SIMULATED, Candidate, Ranking, image_id
 from itercomp.world import REWARD_ASPECTS, generate_prompts, prompt_id, score
 from reward_models.config import RewardTrainConfig
 from reward_models.ensemble import RewardEnsemble
-from reward_models.simulate import rank_order
 from reward_models.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,7 @@ def write_rankings(samples: list[dict], temperature: float, path: Path) -> dict[
     for (aspect, prompt), rows in groups.items():
         candidates = [Candidate(r["image_id"], "base", r["seed"], r["path"], r["sha256"]) for r in rows]
         scores = np.array([r["score"] for r in rows])
-        order = [rows[i]["image_id"] for i in rank_order(scores, temperature, rng)]
+        order = [rows[i]["image_id"] for i in plackett_luce(scores, temperature, rng)]
         rankings.append(Ranking(prompt_id(prompt), prompt, aspect, candidates, order, SIMULATED).to_dict())
         agree, total = label_accuracy(order, {r["image_id"]: r["score"] for r in rows})
         counts[aspect][0] += agree

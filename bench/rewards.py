@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from itercomp.io import write_json
+from itercomp.rankings import RankingFile
 from itercomp.world import REWARD_ASPECTS
 from reward_models.config import RewardTrainConfig, SimulationConfig, load_config
-from reward_models.data import RankingFile
 from reward_models.evaluation import evaluate_rankings
 from reward_models.model import RewardModel
 from reward_models.simulate import make_rankings

@@ -42,14 +42,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from itercomp.io import read_json, replace_dir, write_json
+from itercomp.world.vocab import REWARD_ASPECTS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from itercomp.io import read_json, write_json  # noqa: E402
-from itercomp.world.vocab import REWARD_ASPECTS  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 GAPS = (0.0, 0.01, 0.05, 0.1)  # oracle score gaps for the breakdown (0.0: every non-tied pair, the headline)
@@ -226,8 +225,7 @@ def train_one(args, aspect: str, rankings: Path, folder: Path) -> str:
         done = subprocess.run(cmd, env=child_env(args), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"itercomp rewards train failed for {aspect}; see {folder / f'{aspect}.log'}")
-    shutil.rmtree(final, ignore_errors=True)
-    (work / aspect).rename(final)
+    replace_dir(work / aspect, final)
     shutil.copy(work / "train_config.yaml", final / "train_config.yaml")
     lines = [line for line in (folder / f"{aspect}.log").read_text().splitlines() if line.startswith(f"[{aspect}]")]
     return "\n".join(lines)
@@ -265,7 +263,7 @@ def evaluate(rankings: Path, models: Path, out: Path) -> dict:
 def breakdown(rankings: Path, models: Path) -> dict:
     """Where the oracle pairs of the test rankings come from and how the models do on each kind: by oracle score
     gap, by which members' images are compared, and how often the simulated annotators agree with the oracle."""
-    from reward_models.data import RankingFile, ranking_pairs
+    from itercomp.rankings import RankingFile, ranking_pairs
     from reward_models.evaluation import candidate_rewards, oracle_scores
     from reward_models.model import RewardModel
 
@@ -320,7 +318,7 @@ def shipped_reference(rankings: Path) -> dict:
     """The shipped reward models (itercomp/weights/rewards, trained on `itercomp rewards make-data` renders and edits,
     never on gallery images) on the same test rankings: a reference, not part of the claim."""
     from itercomp.loop.config import shipped_rewards
-    from reward_models.data import RankingFile
+    from itercomp.rankings import RankingFile
     from reward_models.evaluation import evaluate_rankings
     from reward_models.model import RewardModel
 
@@ -391,7 +389,7 @@ def main(argv=None) -> dict:
     shipped = shipped_reference(rankings_file)
     timings["eval"] = {"seconds": round(time.perf_counter() - start, 1), "resumed": False}
 
-    from reward_models.data import RankingFile
+    from itercomp.rankings import RankingFile
 
     data = RankingFile.read(rankings_file)
     per_split = {a: {s: len(data.select(a, s)) for s in SPLITS} for a in REWARD_ASPECTS}

@@ -4,7 +4,8 @@
 its members (batched, resumable, sharded across processes) into a folder with `manifest.jsonl`.
 """
 
-from gallery.base import GENERATORS, Context, Generator, generator_class, register
+from gallery.base import Context, Generator
+from gallery.registry import GENERATORS, generator_class, register
 from gallery.run import load_prompt_file, render_gallery, world_prompts
 from gallery.spec import Gallery, MemberSpec, load_gallery, parse_gallery
 

@@ -1,4 +1,4 @@
-"""The one interface every gallery member implements, and the registry that maps a YAML `type` to a class.
+"""The one interface every gallery member implements (the registry of member types is `gallery.registry`).
 
 A member is a name plus a config dataclass (its YAML fields). It is loaded once per run, then asked for
 batches: `generate(prompts, seeds)` returns one `(image, metadata)` per prompt, where the image is an
@@ -9,15 +9,10 @@ else is in the batch.
 from __future__ import annotations
 
 import abc
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
-
-from itercomp.errors import ItercompError
-
-GENERATORS: dict[str, type[Generator]] = {}
 
 
 @dataclass
@@ -33,7 +28,7 @@ class Generator(abc.ABC):
     """A gallery member. Subclasses set `Config` (a dataclass of their YAML fields) and implement `generate`."""
 
     Config: ClassVar[type]
-    type_name: ClassVar[str] = ""
+    type_name: ClassVar[str] = ""  # its YAML `type` (gallery.registry lists the built-ins; `register` sets it)
 
     def __init__(self, name: str, config, context: Context | None = None):
         self.name = name
@@ -72,42 +67,3 @@ class Generator(abc.ABC):
         from dataclasses import asdict
 
         return {"name": self.name, "type": self.type_name, **asdict(self.config)}
-
-
-def register(type_name: str):
-    """Class decorator: make a Generator subclass available to YAML specs as `type: <type_name>`."""
-
-    def wrap(cls: type[Generator]) -> type[Generator]:
-        if type_name in GENERATORS and GENERATORS[type_name] is not cls:
-            raise ValueError(f"generator type {type_name!r} is registered twice ({GENERATORS[type_name]} and {cls})")
-        cls.type_name = type_name
-        GENERATORS[type_name] = cls
-        return cls
-
-    return wrap
-
-
-def _builtin_types() -> None:
-    # Imported for their @register side effect; kept lazy so `import gallery` does not import torch.
-    import gallery.diffusers_generator  # noqa: F401
-    import gallery.shapes_members  # noqa: F401
-
-
-def generator_class(type_name: str) -> type[Generator]:
-    """A registered type name, or a plugin class by import path ('package.module:Class' or 'package.module.Class')."""
-    _builtin_types()
-    if type_name in GENERATORS:
-        return GENERATORS[type_name]
-    if "." not in type_name and ":" not in type_name:
-        raise ItercompError(
-            f"unknown generator type {type_name!r}; registered types are {', '.join(sorted(GENERATORS))}, "
-            "or give a Generator subclass by import path ('package.module:Class')"
-        )
-    module_name, _, attr = type_name.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ItercompError(f"cannot import generator type {type_name!r}: {e}; check the import path") from None
-    if not (isinstance(cls, type) and issubclass(cls, Generator)):
-        raise ItercompError(f"{type_name!r} is not a gallery.Generator subclass")
-    return cls

@@ -26,7 +26,7 @@ from typing import Literal
 
 import numpy as np
 
-from gallery.base import Context, Generator, register
+from gallery.base import Context, Generator
 from itercomp.errors import ItercompError
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -116,9 +116,9 @@ def check_kwargs(func, kwargs: dict, what: str, strict: bool = True) -> None:
         raise ValueError(f"{what} has no argument {unknown[0]!r}; it takes {', '.join(allowed)}")
 
 
-@register("diffusers")
 class DiffusersGenerator(Generator):
     Config = DiffusersConfig
+    type_name = "diffusers"
 
     @staticmethod
     def validate(config: DiffusersConfig, context: Context) -> None:

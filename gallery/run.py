@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,8 @@ from PIL.PngImagePlugin import PngInfo
 from gallery.base import Generator
 from gallery.spec import Gallery
 from itercomp.errors import ItercompError, PromptError
-from itercomp.io import read_jsonl, sha256_file, write_json, write_jsonl
+from itercomp.io import atomic_open, read_jsonl, sha256_file, write_json, write_jsonl
+from itercomp.prompts import generic_prompt_id, read_prompt_file
 from itercomp.records import MANIFEST, ImageRecord, image_id
 
 PNG_METADATA_KEY = "itercomp"  # the member's metadata for an image, as JSON in a PNG text chunk
@@ -66,35 +66,25 @@ class Job:
 
 
 def prompt_entry(text: str, aspect: str | None = None, pid: str | None = None) -> dict:
-    """{id, prompt, aspect}: shapes-world prompts get the world's id and aspect; any other text is hashed."""
-    from itercomp.world.scene import parse, prompt_id
+    """{id, prompt, aspect}: the id is `itercomp.prompts.generic_prompt_id` (the world's for a shapes-world
+    prompt); the aspect is the world's for a shapes-world prompt, else "unknown" unless given."""
+    from itercomp.world.scene import parse
 
     text = text.strip()
     try:
         scene = parse(text)
-        return {"id": pid or prompt_id(text), "prompt": text, "aspect": aspect or scene.aspect}
-    except PromptError:
-        digest = "p" + hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()[:10]
-        return {"id": pid or digest, "prompt": text, "aspect": aspect or UNKNOWN_ASPECT}
+    except PromptError:  # not a shapes-world prompt (e.g. one for a real text-to-image model)
+        scene = None
+    if not aspect:
+        aspect = scene.aspect if scene is not None else UNKNOWN_ASPECT
+    return {"id": pid or generic_prompt_id(text), "prompt": text, "aspect": aspect}
 
 
 def load_prompt_file(path, aspect: str | None = None) -> list[dict]:
     """Prompts from a text file (one per line, as T2I-CompBench ships them) or JSONL (`prompt`, optional `id`,
     `aspect`). `aspect` labels prompts that carry none (e.g. a whole T2I-CompBench category file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ItercompError(f"prompts file not found: {path}; pass a .txt (one prompt per line) or .jsonl file")
-    if path.suffix == ".jsonl":
-        rows = read_jsonl(path)
-        for number, row in enumerate(rows, 1):
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise ItercompError(f"{path}:{number} has no 'prompt' string; each line needs {{\"prompt\": ...}}")
-        entries = [prompt_entry(r["prompt"], r.get("aspect") or aspect, r.get("id")) for r in rows]
-    else:
-        entries = [prompt_entry(line, aspect) for line in path.read_text().splitlines() if line.strip()]
-    if not entries:
-        raise ItercompError(f"{path} holds no prompts")
-    return unique_prompts(entries)
+    rows = read_prompt_file(path)
+    return unique_prompts([prompt_entry(r["prompt"], r.get("aspect") or aspect, r.get("id")) for r in rows])
 
 
 def world_prompts(aspect: str, split: str, n: int, seed: int = 0) -> list[dict]:
@@ -152,17 +142,10 @@ def read_png_metadata(path) -> dict:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """Write to a temp file, then rename: a killed process leaves the whole file or none. No fsync per image
-    (it would cost more than rendering a small image); a file cut short by a power loss fails `is_complete`
-    on the next run and is rendered again."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A killed process leaves the whole file or none. No fsync per image (it would cost more than rendering a
+    small image); a file cut short by a power loss fails `is_complete` on the next run and is rendered again."""
+    with atomic_open(path, "wb", fsync=False) as f:
+        f.write(data)
 
 
 def save_image(path: Path, image, metadata: dict) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from gallery.base import Generator, register
+from gallery.base import Generator
 from itercomp.errors import PromptError
 from itercomp.world.render import Placement, draw, layout
 from itercomp.world.scene import Scene, parse
@@ -111,11 +111,11 @@ class LayoutPlannerConfig:
             raise ValueError(f"field 'box_relations' names {unknown[0]!r}; relations are {', '.join(RELATIONS)}")
 
 
-@register("layout_planner")
 class LayoutPlanner(_ShapesGenerator):
     """Plan boxes from the parsed prompt, then render each box with a weak instance renderer."""
 
     Config = LayoutPlannerConfig
+    type_name = "layout_planner"
 
     def draw_one(self, prompt, seed):
         scene = parse(prompt)
@@ -149,11 +149,11 @@ class BagOfWordsConfig:
         _canvas(self.canvas)
 
 
-@register("bag_of_words")
 class BagOfWords(_ShapesGenerator):
     """The named objects with their attributes, placed at random: relation words are ignored."""
 
     Config = BagOfWordsConfig
+    type_name = "bag_of_words"
 
     def draw_one(self, prompt, seed):
         full = parse(prompt)
@@ -173,11 +173,11 @@ class ColourLeakConfig:
         _probability("leak", self.leak)
 
 
-@register("colour_leak")
 class ColourLeak(_ShapesGenerator):
     """A correct layout of the whole scene, but sometimes one object is painted in another's colour."""
 
     Config = ColourLeakConfig
+    type_name = "colour_leak"
 
     def draw_one(self, prompt, seed):
         scene = parse(prompt)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from gallery.base import Context, Generator, generator_class
+from gallery.base import Context, Generator
+from gallery.registry import generator_class
 from itercomp.errors import ItercompError
 
 BUILTIN_DIR = Path(__file__).resolve().parent

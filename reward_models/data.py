@@ -1,4 +1,5 @@
-"""Rankings in, pairs out: reading `rankings.jsonl`, splitting by prompt, batching rankings, the pair loss.
+"""Rankings in, pairs out: loading candidate images, batching rankings, the pair loss. The rankings file itself,
+its splits and its pairs are core data (`itercomp.rankings`, `itercomp.prompts.split_for`).
 
 A batch holds whole rankings: every candidate is scored once and all C(n, 2) ordered pairs of its ranking are
 formed from those scores (n forward passes for n(n-1)/2 pairs, the ImageReward recipe). Candidates with the
@@ -7,8 +8,6 @@ same content hash are ties and give no pair.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,49 +16,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from itercomp.errors import ItercompError, PromptError
-from itercomp.io import read_jsonl
+from itercomp.errors import ItercompError
+from itercomp.prompts import split_for  # noqa: F401 - re-exported for callers not yet moved to the core modules
+from itercomp.rankings import RankingFile, ranking_pairs  # noqa: F401 - RankingFile re-exported, as split_for
 from itercomp.records import Ranking
 from reward_models.preprocess import resize_center_crop
-
-# Out of 20 buckets: 16 train, 2 val, 2 test -- the same proportions as the shapes world's own splits.
-_BUCKETS = (("train", 16), ("val", 18), ("test", 20))
-
-
-def split_for(prompt: str) -> str:
-    """The split of a prompt: the shapes world's fixed split when it parses, else a stable hash of the text."""
-    from itercomp.world import split_of
-
-    try:
-        return split_of(prompt)
-    except PromptError:
-        bucket = int(hashlib.sha256(" ".join(prompt.lower().split()).encode()).hexdigest()[:8], 16) % 20
-        return next(name for name, end in _BUCKETS if bucket < end)
-
-
-@dataclass
-class RankingFile:
-    """The rankings of one `rankings.jsonl` with the folder its candidate paths are relative to."""
-
-    rankings: list[Ranking]
-    root: Path
-
-    @classmethod
-    def read(cls, path: str | Path) -> RankingFile:
-        path = Path(path)
-        rows = read_jsonl(path)
-        if not rows:
-            raise ItercompError(
-                f"{path} holds no rankings; export some from the annotation app or run 'itercomp rewards make-data'"
-            )
-        return cls([Ranking.from_dict(r) for r in rows], path.parent)
-
-    def select(self, aspect: str | None = None, split: str | None = None) -> list[Ranking]:
-        return [
-            r
-            for r in self.rankings
-            if (aspect is None or r.aspect == aspect) and (split is None or split_for(r.prompt) == split)
-        ]
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -70,13 +31,6 @@ def load_image(path: Path) -> torch.Tensor:
         )
     array = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
-
-
-def ranking_pairs(ranking: Ranking) -> list[tuple[int, int]]:
-    """(better, worse) candidate positions (indices into ranking.candidates) for every ordered pair, ties skipped."""
-    position = {c.image_id: i for i, c in enumerate(ranking.candidates)}
-    sha = {c.image_id: c.sha256 for c in ranking.candidates}
-    return [(position[b], position[w]) for b, w in ranking.pairs() if not (sha[b] and sha[b] == sha[w])]
 
 
 class RankingDataset(Dataset):

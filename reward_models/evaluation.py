@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from itercomp.errors import PromptError
+from itercomp.rankings import ranking_pairs
 from itercomp.records import Ranking
-from reward_models.data import RankingDataset, collate, ranking_pairs
+from reward_models.data import RankingDataset, collate
 
 Scorer = Callable[[torch.Tensor, list[str]], torch.Tensor]
 

@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from itercomp.errors import ItercompError, PromptError
-from itercomp.io import save_png, write_jsonl
+from itercomp.io import save_png
 from itercomp.records import SIMULATED, Candidate, Ranking, image_id
 from itercomp.world import parse, prompt_id, render, score, split_of
 from itercomp.world.augment import colour_swap_negatives, mirror, swap_relations
@@ -167,12 +167,6 @@ def build_rankings(samples: list[dict], root, out, config: OwnSamplesConfig | No
             if len(renders) > 1:
                 rankings.append(oracle_ranking(prompt, aspect, renders, config.order))
     return rankings
-
-
-def write_rankings(rankings: list[Ranking], out) -> Path:
-    path = Path(out) / "rankings.jsonl"
-    write_jsonl(path, [r.to_dict() for r in rankings])
-    return path
 
 
 def count_pairs(rankings: list[Ranking]) -> int:

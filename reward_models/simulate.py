@@ -15,7 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from itercomp.errors import PromptError
-from itercomp.io import save_png, write_json, write_jsonl
+from itercomp.io import save_png, write_json
+from itercomp.rankings import RANKINGS_FILE, plackett_luce, write_rankings
 from itercomp.records import SIMULATED, Candidate, Ranking, image_id
 from itercomp.world import PALETTE, generate_prompts, parse, prompt_id, render, score
 from itercomp.world.edits import edits
@@ -72,13 +73,6 @@ def pick_candidates(scored: list[tuple[str, np.ndarray, float]], n: int, min_gap
     return chosen
 
 
-def rank_order(scores: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
-    """Indices best first: by score, or a Plackett-Luce draw with utilities score / temperature."""
-    if temperature <= 0:
-        return np.argsort(-scores, kind="stable")
-    return np.argsort(-(scores / temperature + rng.gumbel(size=len(scores))), kind="stable")
-
-
 def make_rankings(config: SimulationConfig) -> Path:
     """Write images/ and rankings.jsonl (one Ranking per prompt and aspect) under config.out; return the jsonl."""
     out = Path(config.out)
@@ -102,10 +96,9 @@ def make_rankings(config: SimulationConfig) -> Path:
             path = f"images/{aspect}/{iid}.png"
             candidates.append(Candidate(iid, generator, k, path, save_png(out / path, image)))
         scores = np.array([scored[i][2] for i in chosen])
-        order = [candidates[i].image_id for i in rank_order(scores, config.noise_temperature, rng)]
+        order = [candidates[i].image_id for i in plackett_luce(scores, config.noise_temperature, rng)]
         shown = [candidates[i].image_id for i in rng.permutation(len(candidates))]
-        rankings.append(Ranking(pid, prompt, aspect, candidates, order, SIMULATED, shown_order=shown).to_dict())
-    path = out / "rankings.jsonl"
-    write_jsonl(path, rankings)
+        rankings.append(Ranking(pid, prompt, aspect, candidates, order, SIMULATED, shown_order=shown))
+    path = write_rankings(out / RANKINGS_FILE, rankings)
     write_json(out / "simulation.json", {k: getattr(config, k) for k in config.__dataclass_fields__})
     return path

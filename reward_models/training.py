@@ -7,8 +7,6 @@ all-reduces the gradients, so every process ends with the same weights.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 from pathlib import Path
 
@@ -18,9 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from itercomp.errors import ItercompError
-from itercomp.io import write_json
+from itercomp.io import weights_digest, write_json
+from itercomp.rankings import RankingFile, ranking_pairs
+from itercomp.schedules import cosine_factor
 from reward_models.config import RewardTrainConfig, save_config, to_dict
-from reward_models.data import RankingDataset, RankingFile, collate, pair_correct, pair_loss, ranking_pairs
+from reward_models.data import RankingDataset, collate, pair_correct, pair_loss
 from reward_models.model import RewardModel
 
 
@@ -51,22 +51,6 @@ def build_model(config: RewardTrainConfig, aspect: str) -> RewardModel:
     return RewardModel.from_backbone(
         config.backbone, config.backbone_path, aspect, fusion_layers=config.fusion_layers, dropout=config.dropout
     )
-
-
-def cosine_schedule(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -165,7 +149,7 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup_ratio * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_schedule(s, total_steps, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, total_steps, warmup))
 
     train_pairs = sum(len(ranking_pairs(r)) for r in train_rankings)
     world = accelerator.num_processes
@@ -237,7 +221,7 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
             {
                 "rank": accelerator.process_index,
                 "rankings_seen": sorted(set(seen)),
-                "weights": weights_digest(accelerator.unwrap_model(model)),
+                "weights": weights_digest(accelerator.unwrap_model(model).state_dict()),
             }
         ]
     )

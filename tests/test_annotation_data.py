@@ -8,12 +8,11 @@ import sys
 from collections import Counter
 from itertools import combinations
 
-import numpy as np
 import pytest
 
 from annotation_app.agreement import agreement, pairwise_tau
 from annotation_app.interchange import export, import_file
-from annotation_app.simulate import SimulationConfig, plackett_luce, simulate
+from annotation_app.simulate import SimulationConfig, simulate
 from annotation_app.store import Store
 from annotation_app.tasks import tasks_from_gallery
 from annotation_app.toy_gallery import make_toy_gallery
@@ -34,21 +33,6 @@ def store(tmp_path, gallery):
     s = Store(tmp_path / "db.sqlite")
     s.add_tasks(tasks_from_gallery(gallery))
     return s
-
-
-def test_plackett_luce_temperature():
-    rng = np.random.default_rng(0)
-    scores = [0.2, 0.9, 0.5, 0.85]
-    assert plackett_luce(scores, 0, rng) == [1, 3, 2, 0]
-    cold = Counter(tuple(plackett_luce(scores, 0.01, rng)) for _ in range(200))
-    assert cold[(1, 3, 2, 0)] >= 190
-    # Close scores get swapped more often than distant ones at a moderate temperature.
-    samples = [plackett_luce(scores, 0.1, rng) for _ in range(2000)]
-    swapped_close = np.mean([s.index(3) < s.index(1) for s in samples])
-    swapped_far = np.mean([s.index(0) < s.index(1) for s in samples])
-    assert 0.2 < swapped_close < 0.5 and swapped_far < 0.01
-    hot = Counter(plackett_luce(scores, 1e6, rng)[0] for _ in range(4000))
-    assert all(800 < hot[i] < 1200 for i in range(4))  # uniform
 
 
 def test_simulate_then_agreement(store):

@@ -32,10 +32,8 @@ def test_paired_differences_and_their_standard_error():
     assert bench.paired(rows([1, 1]), rows([0, 0]))["mean_vs_base"] == 1.0
 
 
-def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch):
-    from test_finetune import shapes_pipeline
-
-    shapes_pipeline().save_pretrained(tmp_path / "base")
+def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch, shapes_pipe):
+    shapes_pipe.save_pretrained(tmp_path / "base")
     monkeypatch.setattr(bench, "SHARED", {**bench.SHARED, "num_inference_steps": 3, "regulariser_samples": 8})
     tiny = {m: {**s, "batch_size": 1, "samples_per_prompt": 2} for m, s in bench.MODES.items() if m != "refl"}
     tiny["grpo"].update(num_inference_steps=3, grpo_train_steps=1)

@@ -18,10 +18,7 @@ from itercomp.loop.layout import STAGES, RunLayout
 from itercomp.records import Candidate, Ranking
 from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- insertion --------------------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from itercomp.io import read_jsonl
-from itercomp.records import Candidate, Ranking
-from itercomp.world import REWARD_ASPECTS, generate_prompts, parse, render, score, split_of
+from itercomp.prompts import split_for
+from itercomp.rankings import RankingFile
+from itercomp.world import REWARD_ASPECTS, generate_prompts, parse, render, score
 from itercomp.world.edits import edits
 from reward_models.config import RewardTrainConfig, SimulationConfig, load_config
-from reward_models.data import RankingFile, pair_loss, ranking_pairs, split_for
+from reward_models.data import pair_loss
 from reward_models.ensemble import RewardEnsemble
 from reward_models.model import RewardModel
 from reward_models.preprocess import preprocess, resize_center_crop
@@ -24,9 +25,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "itercomp" / "weights" / "reward
 TINY = {"width": 32, "image_layers": 1, "fusion_layers": 1, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_backbone(kind: str, folder: Path) -> Path:
@@ -122,29 +121,10 @@ def test_transformers_backbones_from_tiny_configs(kind, tmp_path):
 
 
 # ---- pairs, splits and simulated data ------------------------------------------------------------------
-def _ranking(shas):
-    cands = [Candidate(f"i{k}", "g", k, f"{k}.png", sha) for k, sha in enumerate(shas)]
-    return Ranking("p1", "a red circle and a blue square", "attribute_binding", cands, ["i2", "i0", "i1"], "simulated")
-
-
-def test_pairs_every_ordered_pair_and_skip_ties():
-    assert ranking_pairs(_ranking(["a", "b", "c"])) == [(2, 0), (2, 1), (0, 1)]
-    assert ranking_pairs(_ranking(["a", "a", "c"])) == [(2, 0), (2, 1)]  # i0 and i1 are the same image
-
-
 def test_bradley_terry_loss():
     rewards = torch.tensor([2.0, 0.0, 1.0])
     loss = pair_loss(rewards, torch.tensor([0, 2]), torch.tensor([1, 1]))
     assert math.isclose(loss.item(), (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))) / 2, rel_tol=1e-6)
-
-
-def test_split_for_uses_world_split_or_a_stable_hash():
-    prompt = generate_prompts("attribute_binding", "test", 1)[0]
-    assert split_for(prompt) == split_of(prompt) == "test"
-    other = "a photo of an astronaut riding a horse"
-    assert split_for(other) == split_for("A photo of an  astronaut riding a horse") in ("train", "val", "test")
-    splits = {split_for(f"a photo of {k} dogs") for k in range(200)}
-    assert splits == {"train", "val", "test"}
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,7 @@ from reward_models.own_samples import OwnSamplesConfig, build_rankings, count_pa
 TINY = {"width": 32, "image_layers": 1, "fusion_layers": 1, "heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- augmentations --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from gallery.base import Context
 from gallery.diffusers_generator import DiffusersConfig
 from gallery.run import prompt_entry, unique_prompts
 from itercomp.errors import ItercompError
-from itercomp.io import read_json, read_jsonl, write_json, write_jsonl, write_text
+from itercomp.io import read_json, read_jsonl, replace_dir, write_json, write_jsonl, write_text
 from itercomp.loop.config import (
     RESUMABLE,
     SHIPPED,
@@ -46,8 +46,9 @@ from itercomp.loop.config import (
 )
 from itercomp.loop.insertion import insert_candidates
 from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
-from itercomp.loop.rankings import read_rankings, write_rankings
 from itercomp.loop.report import eval_image_name, format_table, write_report
+from itercomp.prompts import split_for
+from itercomp.rankings import read_rankings, write_rankings
 from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX, Candidate, ImageRecord
 from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
 
@@ -263,14 +264,13 @@ def refine_rewards(run: Run, k: int) -> dict:
         if not (final / "train_state.json").is_file():  # written last by the trainer
             work = folder / ".work" / aspect
             shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(final, ignore_errors=True)
             train_config = section_config(
                 "rewards", config.rewards, RewardTrainConfig, rankings=str(rankings_file), output_dir=str(work),
                 aspects=(aspect,), init_from=str(init) if init else None,
                 **({} if "seed" in config.rewards else {"seed": config.seed + k}),
             )  # fmt: skip
             train(train_config)
-            (work / aspect).rename(final)
+            replace_dir(work / aspect, final)
         state = read_json(final / "train_state.json")
         keep = ("train_rankings", "train_pairs", "val_rankings", "best_epoch", "best_val_loss", "best_val_accuracy")
         summary[aspect] = {"train": {key: state.get(key) for key in (*keep, "epochs_run", "seconds")}}
@@ -283,7 +283,6 @@ def refine_rewards(run: Run, k: int) -> dict:
 def held_out_accuracy(run: Run, k: int, init: Path | None) -> dict:
     """Pairwise accuracy (and oracle agreement, in the shapes world) on the val-split rankings that annotators
     made in rounds 1..k, for the refined models and for the models they started from."""
-    from reward_models.data import split_for
     from reward_models.evaluation import evaluate_rankings
     from reward_models.model import RewardModel
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from itercomp.errors import ItercompError
-from itercomp.io import write_json
+from itercomp.io import atomic_dir, atomic_open, write_json
 from itercomp.models.config import MEMBER_NAMES, PretrainConfig
 from itercomp.models.data import mirror_prompt
 from itercomp.models.dit import CompositionDiT, whitening_from_covariance
@@ -41,16 +40,14 @@ from itercomp.models.training import (
     posterior_mean,
     sample_timesteps,
 )
+from itercomp.schedules import cosine_factor
 
 logger = logging.getLogger(__name__)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return cfg.lr * cosine_factor(step, cfg.steps, cfg.warmup_steps, floor=cfg.min_lr_ratio)
 
 
 # ---- stage: language model ----------------------------------------------------------------------------------
@@ -66,7 +63,7 @@ def train_language_model(cfg: PretrainConfig, prompts: list[str], out: Path) -> 
     bar = tqdm(range(cfg.lm_steps), desc="language model", unit="step")
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = cfg.lm_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.lm_steps))
+            group["lr"] = cfg.lm_lr * cosine_factor(step, cfg.lm_steps)
         batch = tokenize(tokenizer, [prompts[i] for i in rng.integers(len(prompts), size=cfg.lm_batch_size)])
         loss = next_token_loss(lm, batch)
         loss.backward()
@@ -76,14 +73,11 @@ def train_language_model(cfg: PretrainConfig, prompts: list[str], out: Path) -> 
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     lm.eval().requires_grad_(False)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    lm.save_pretrained(tmp / "text_encoder")
-    write_json(tmp / "metrics.json", {"final_loss": loss.item(), "steps": cfg.lm_steps})
-    (tmp / "done").touch()
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        lm.save_pretrained(tmp / "text_encoder")
+        write_json(tmp / "metrics.json", {"final_loss": loss.item(), "steps": cfg.lm_steps})
+        (tmp / "done").touch()
     return tokenizer, lm
 
 
@@ -148,8 +142,8 @@ class PromptStates:
 
     def save(self, path: Path) -> None:
         state = {k: getattr(self, k) for k in ("index", "layers", "num_states", "mask", "states")}
-        torch.save(state, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
+        with atomic_open(path, "wb") as f:
+            torch.save(state, f)
 
     @classmethod
     def load(cls, path: Path) -> PromptStates:
@@ -301,8 +295,8 @@ def train_dit(
                 "step": done,
                 "history": json.dumps(history),
             }
-            torch.save(state, checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            with atomic_open(checkpoint, "wb") as f:
+                torch.save(state, f)
         if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
             history.append({"step": done, "eval": eval_fn(ema)})
             print(f"step {done}: {history[-1]['eval']}")
@@ -320,12 +314,9 @@ def probe_on_val(cfg: PretrainConfig, tokenizer, lm, n: int = 64):
 
 
 def save_member(pipe: ShapesDiTPipeline, out: Path) -> None:
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp)
-    (tmp / "done").touch()
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        pipe.save_pretrained(tmp)
+        (tmp / "done").touch()
 
 
 # ---- the whole run -------------------------------------------------------------------------------------------
@@ -430,28 +421,22 @@ def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
         raise ItercompError(f"{run_dir}/members has no finished member; run 'itercomp pretrain' first")
     dtype = torch.float16 if fp16 else torch.float32
     first = load_member(members[0])
-    lm_tmp = dest / "lm.tmp"
-    shutil.rmtree(lm_tmp, ignore_errors=True)
-    first.tokenizer.save_pretrained(lm_tmp / "tokenizer")
-    first.text_encoder.to(dtype).save_pretrained(lm_tmp / "text_encoder")
-    shutil.rmtree(dest / "lm", ignore_errors=True)
-    lm_tmp.rename(dest / "lm")
+    with atomic_dir(dest / "lm") as tmp:
+        first.tokenizer.save_pretrained(tmp / "tokenizer")
+        first.text_encoder.to(dtype).save_pretrained(tmp / "text_encoder")
     written = []
     for path in members:
         pipe = load_member(path)
-        tmp = dest / f"{path.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp)
-        statistics = ("text_mean", "text_whitening_matrix")
-        exact = {k: v.clone() for k, v in pipe.transformer.named_buffers() if k in statistics}
-        transformer = pipe.transformer.to(dtype)
-        for name, value in exact.items():  # the whitening stays fp32 (64 KB per LM layer read)
-            getattr(transformer, name).data = value
-        transformer.save_pretrained(tmp / "transformer")
-        for part in ("tokenizer", "text_encoder"):
-            shutil.rmtree(tmp / part)
-            (tmp / part).symlink_to(Path("..") / "lm" / part)
-        shutil.rmtree(dest / path.name, ignore_errors=True)
-        tmp.rename(dest / path.name)
+        with atomic_dir(dest / path.name) as tmp:
+            pipe.save_pretrained(tmp)
+            statistics = ("text_mean", "text_whitening_matrix")
+            exact = {k: v.clone() for k, v in pipe.transformer.named_buffers() if k in statistics}
+            transformer = pipe.transformer.to(dtype)
+            for name, value in exact.items():  # the whitening stays fp32 (64 KB per LM layer read)
+                getattr(transformer, name).data = value
+            transformer.save_pretrained(tmp / "transformer")
+            for part in ("tokenizer", "text_encoder"):
+                shutil.rmtree(tmp / part)
+                (tmp / part).symlink_to(Path("..") / "lm" / part)
         written.append(dest / path.name)
     return written

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from itercomp.errors import ItercompError, PromptError
-from itercomp.io import read_jsonl
+from itercomp.prompts import read_prompt_file
 from itercomp.world.oracle import score
 from itercomp.world.scene import parse, prompt_id
 
@@ -23,16 +23,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 def load_prompts(path) -> list[dict]:
     """Prompts from a JSONL file (`prompt`, optional `id` and `aspect`) or a text file, one prompt per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ItercompError(f"prompts file not found: {path}; pass a .txt (one prompt per line) or .jsonl file")
-    if path.suffix == ".jsonl":
-        rows = read_jsonl(path)
-        for number, row in enumerate(rows, 1):
-            if "prompt" not in row:
-                raise ItercompError(f"{path}:{number} has no 'prompt' field; each line needs {{\"prompt\": ...}}")
-    else:
-        rows = [{"prompt": line.strip()} for line in path.read_text().splitlines() if line.strip()]
+    rows = read_prompt_file(path)
     out = []
     for number, row in enumerate(rows, 1):
         try:

@@ -31,7 +31,14 @@ WORD_PROBABILITY = 0.35  # how often an optional size or fill word is spelled ou
 
 
 def split_of(prompt: str) -> str:
-    bucket = int(hashlib.sha256(canonical(prompt).encode()).hexdigest()[:8], 16) % 20
+    """The split of a shapes-world prompt, fixed by its canonical text (so paraphrases share it)."""
+    return bucket_split(canonical(prompt))
+
+
+def bucket_split(key: str) -> str:
+    """The split of a text key: a hash of it picks one of 20 buckets (the table above). Any prompt's split goes
+    through here, the world's (`split_of`) and any other text's (`itercomp.prompts.split_for`)."""
+    bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 20
     return next(name for name, buckets in _SPLIT_BUCKETS.items() if bucket in buckets)
 
 

@@ -5,7 +5,7 @@
 (c) on one tiny random StableDiffusionPipeline, side by side in one run: the original IterComp way (the
     pipeline re-loaded for every image, batch 1) against `itercomp gallery generate` (loaded once, batched).
 
-OMP_NUM_THREADS=1 python bench/gallery.py --per-aspect 100 --images-per-prompt 2 --out bench/results/gallery.json
+OMP_NUM_THREADS=1 python bench/gallery_members.py --per-aspect 100 --images-per-prompt 2 --out bench/results/gallery.json
 """
 
 from __future__ import annotations
@@ -22,21 +22,17 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # diffusers imports warn about torchvision, unused here
 
-# This file is named like the `gallery` package it measures; run as a script, its own folder would come
-# first on sys.path and `import gallery` would import this file.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import yaml
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from gallery.spec import load_gallery  # noqa: E402
-from gallery.tiny import TINY_CALL, save_tiny_pipeline  # noqa: E402
-from itercomp.cli import main as itercomp  # noqa: E402
-from itercomp.io import read_json, read_jsonl, write_json  # noqa: E402
-from itercomp.world.oracle import score  # noqa: E402
-from itercomp.world.prompts import generate_prompts  # noqa: E402
-from itercomp.world.vocab import ASPECTS  # noqa: E402
+from gallery.spec import load_gallery
+from gallery.tiny import TINY_CALL, save_tiny_pipeline
+from itercomp.cli import main as itercomp
+from itercomp.io import read_json, read_jsonl, write_json
+from itercomp.world.oracle import score
+from itercomp.world.prompts import generate_prompts
+from itercomp.world.vocab import ASPECTS
 
 SHAPES_GALLERY = Path(__file__).resolve().parents[1] / "gallery" / "shapes.yaml"
 
@@ -267,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load_gallery(SHAPES_GALLERY)  # fail early on a broken spec
     arguments = " ".join(sys.argv[1:] if argv is None else argv)
-    command = f"OMP_NUM_THREADS={args.threads} python bench/gallery.py {arguments}"
+    command = f"OMP_NUM_THREADS={args.threads} python bench/gallery_members.py {arguments}"
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     missing = [part for part in ("accuracy", "speed") if part not in args.parts and part not in previous]
     if missing:
