@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from annotation_app.auth import Attempt, LoginLimiter, retry_after
+from annotation_app.auth import Attempt, LoginLimiter, retry_after, too_many_logins
 from annotation_app.config import AppConfig
 from annotation_app.images import served_png
 from annotation_app.store import KINDS, MAX_SQL_INTEGER, Store, SubmissionError
@@ -152,11 +152,7 @@ def api_router(store: Store, config: AppConfig, limiter: LoginLimiter | None = N
             raise SubmissionError(422, 'send {"username": ..., "password": ...} as strings')
         attempt = limiter.begin(username, request.client.host if request.client else "unknown")
         if not isinstance(attempt, Attempt):
-            raise SubmissionError(
-                429,
-                f"too many failed logins for this name or from this address: try again in {retry_after(attempt)} s",
-                headers={"Retry-After": retry_after(attempt)},
-            )
+            raise SubmissionError(429, too_many_logins(attempt), headers={"Retry-After": retry_after(attempt)})
         ok = await run_in_threadpool(store.check_password, username, password)
         if not ok:
             raise SubmissionError(401, "wrong username or password")

@@ -7,9 +7,12 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+
+from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
 
 from annotation_app.store import Store
 
@@ -104,6 +107,95 @@ class LoginLimiter:
 def retry_after(seconds: float) -> str:
     """A Retry-After header value: whole seconds, at least 1."""
     return str(max(1, math.ceil(seconds)))
+
+
+def too_many_logins(seconds: float) -> str:
+    """What a login refused by the failed-login limit is told, whatever its password: why, and when to retry."""
+    wait = max(1, math.ceil(seconds))
+    when = f"{wait} s" if wait < 120 else f"{math.ceil(wait / 60)} minutes"
+    return f"too many failed logins for this name or from this address: try again in {when}"
+
+
+def page_password_check(store: Store, limiter: LoginLimiter) -> Callable[[str, str], Awaitable[bool]]:
+    """The ranking page's password check (Gradio's `auth`), counted by the same limiter as the API's logins. A login
+    over the limit is refused without looking at the password, with HTTP 429 saying when to retry (Gradio's form
+    would say "Incorrect credentials." to a user with the right password; LOGIN_LIMIT_JS shows this answer)."""
+
+    async def check(username: str, password: str) -> bool:
+        attempt = limiter.begin(username, CLIENT_ADDRESS.get())
+        if not isinstance(attempt, Attempt):
+            raise HTTPException(
+                status_code=429,
+                detail=too_many_logins(attempt).capitalize() + ".",
+                headers={"Retry-After": retry_after(attempt)},
+            )
+        # PBKDF2 takes ~40 ms: keep it off the event loop.
+        ok = await run_in_threadpool(store.check_password, username, password)
+        if ok:
+            limiter.succeeded(attempt)
+        return ok
+
+    return check
+
+
+# Gradio's login form shows one fixed text for a 400 answer and nothing for any other refusal, and its login page
+# takes no script of the app's; this one (added to the page by LoginPageScript) shows the server's answer to a
+# login refused by the failed-login limit (429): too many attempts, and when to retry.
+LOGIN_LIMIT_JS = """<script>
+(() => {
+  const send = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const response = await send(input, init);
+    const url = new URL(typeof input === "string" || input instanceof URL ? String(input) : input.url, location.href);
+    if (response.status === 429 && /\/login\/?$/.test(url.pathname)) {
+      let text = "Too many failed logins: try again later.";
+      try { text = (await response.clone().json()).detail || text; } catch (error) {}
+      let note = document.getElementById("login-limit");
+      if (!note) {
+        note = document.createElement("div");
+        note.id = "login-limit";
+        note.setAttribute("role", "alert");
+        note.style.cssText = "position:fixed;top:1em;left:50%;transform:translateX(-50%);z-index:1000;" +
+          "padding:.6em 1em;border-radius:6px;background:#fee2e2;color:#991b1b;max-width:90vw";
+        document.body.appendChild(note);
+      }
+      note.textContent = text;
+    }
+    return response;
+  };
+})();
+</script>"""
+
+
+class LoginPageScript:
+    """Pure ASGI middleware: add LOGIN_LIMIT_JS to the head of the page served at `/` (the login form, or the
+    ranking page once logged in)."""
+
+    def __init__(self, app, script: str = LOGIN_LIMIT_JS):
+        self.app = app
+        self.script = script.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != "/":
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def add_script(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            data = b"".join(body)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                data = data.replace(b"</head>", self.script + b"</head>", 1)
+            await send({**start, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": data})
+
+        await self.app(scope, receive, add_script)
 
 
 class PageSessions(MutableMapping):

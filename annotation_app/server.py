@@ -12,11 +12,16 @@ import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from gradio.routes import App as GradioApp
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Mount
 
 from annotation_app.api import api_router, install_error_handlers
-from annotation_app.auth import CLIENT_ADDRESS, Attempt, ClientAddressMiddleware, LoginLimiter, PageSessions
+from annotation_app.auth import (
+    ClientAddressMiddleware,
+    LoginLimiter,
+    LoginPageScript,
+    PageSessions,
+    page_password_check,
+)
 from annotation_app.config import AppConfig
 from annotation_app.store import Store
 from annotation_app.tasks import load_gallery
@@ -36,6 +41,7 @@ def create_app(config: AppConfig, store: Store | None = None) -> FastAPI:
     app.state.store = store
     app.state.config = config
     app.add_middleware(ClientAddressMiddleware)
+    app.add_middleware(LoginPageScript)
     install_error_handlers(app)
     limiter = LoginLimiter.of(config)  # one count of failed logins for the API and the page
     app.include_router(api_router(store, config, limiter))
@@ -44,16 +50,6 @@ def create_app(config: AppConfig, store: Store | None = None) -> FastAPI:
     # gallery's files, whose names, folders, metadata and manifest name the generators.
     demo = build_ui(store, config, slot_count(store, config.round))
     demo.queue(default_concurrency_limit=None)
-
-    async def check_login(username: str, password: str) -> bool:
-        attempt = limiter.begin(username, CLIENT_ADDRESS.get())
-        if not isinstance(attempt, Attempt):
-            return False  # over the limit of failed logins: refused without looking at the password
-        # PBKDF2 takes ~40 ms: keep it off the event loop.
-        ok = await run_in_threadpool(store.check_password, username, password)
-        if ok:
-            limiter.succeeded(attempt)
-        return ok
 
     # Declared before Gradio is mounted at /, so that it answers /logout instead of Gradio's own route (which would
     # look for the session among tokens kept in memory).
@@ -71,7 +67,7 @@ def create_app(config: AppConfig, store: Store | None = None) -> FastAPI:
         app,
         demo,
         path="/",
-        auth=check_login,
+        auth=page_password_check(store, limiter),
         auth_message=(
             "Log in with the name and password your coordinator set up (itercomp annotate add-user). After "
             f"{config.login_failures_per_user} wrong passwords, wait {config.login_window_seconds / 60:g} minutes."

@@ -7,6 +7,7 @@ cleared. Both touch the database and run with no concurrency limit, so annotator
 
 from __future__ import annotations
 
+import re
 import string
 
 import gradio as gr
@@ -47,6 +48,21 @@ document.addEventListener("keydown", (event) => {
 });
 </script>
 """
+
+
+# Every ASCII punctuation character: CommonMark lets a backslash make any of them literal.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def literal_markdown(text: str) -> str:
+    """Markdown that shows `text` literally: neither HTML nor Markdown in a prompt (imported from any file) becomes
+    an element, so a prompt cannot make annotators' browsers fetch a URL, follow a link or restyle the page."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+def prompt_heading(prompt: str) -> str:
+    """The prompt as the ranking page shows it (a Markdown heading, the prompt's text literal)."""
+    return f"## “{literal_markdown(prompt)}”"
 
 
 def slot_count(store: Store, round: int) -> int:
@@ -92,7 +108,7 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
         return [
             state,
             gr.update(value=f"### Rank for: {ASPECT_TITLES[task.aspect]}"),
-            gr.update(value=f"## “{task.prompt}”"),
+            gr.update(value=prompt_heading(task.prompt)),
             gr.update(value=GUIDELINES[task.aspect]),
             gr.update(value=progress_line(user)),
             *[

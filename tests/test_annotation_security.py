@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -22,11 +23,13 @@ from annotation_app.interchange import import_file
 from annotation_app.store import Store, api_tokens, tasks
 from annotation_app.tasks import tasks_from_gallery
 from annotation_app.toy_gallery import TOY_GENERATORS, make_toy_gallery
+from annotation_app.ui import prompt_heading
 from itercomp.cli import main
 from itercomp.errors import ItercompError
 from itercomp.io import read_jsonl, write_jsonl
 
 PASSWORD = "a long enough password"
+LIMIT_MESSAGE = r"Too many failed logins for this name or from this address: try again in \d+ (s|minutes)\."
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +164,25 @@ def test_failed_logins_are_limited_per_name_and_per_address(guarded):
         response = client.post("/api/login", json={"username": "dave", "password": PASSWORD})
         assert response.status_code == 429 and "too many failed logins" in response.json()["error"]
         assert 0 < int(response.headers["Retry-After"]) <= 15 * 60
-        assert page_login(client, "dave").status_code != 200  # the page's login form refuses too
+        # The page's login form refuses too, with the right password, and says why and when to retry ...
+        response = page_login(client, "dave")
+        assert response.status_code == 429 and 0 < int(response.headers["Retry-After"]) <= 15 * 60
+        assert re.fullmatch(LIMIT_MESSAGE, response.json()["detail"]), response.json()
+        # ... while a wrong password under the limit is still just that.
+        wrong = page_login(client, "bob", "guess-guess")
+        assert wrong.status_code == 400 and wrong.json()["detail"] == "Incorrect credentials."
+        # The login page carries the script that shows the limit's answer (Gradio's form shows none of its own).
+        assert 'note.id = "login-limit"' in client.get("/").text
         assert client.get("/config").status_code == 401
-        # Other names from the same address still log in (3 failures of the address's 6 so far) ...
+        # Other names from the same address still log in (4 failures of the address's 6 so far) ...
         api_login(client, "bob")
         # ... until guesses at names that do not exist fill the address's limit.
-        for ghost in ("ghost1", "ghost2", "ghost3"):
+        for ghost in ("ghost1", "ghost2"):
             assert client.post("/api/login", json={"username": ghost, "password": "guess-guess"}).status_code == 401
         response = client.post("/api/login", json={"username": "bob", "password": PASSWORD})
         assert response.status_code == 429 and response.headers["Retry-After"]
-        assert page_login(client, "bob").status_code != 200  # the page's form counts the same address
+        response = page_login(client, "bob")  # the page's form counts the same address
+        assert response.status_code == 429 and re.fullmatch(LIMIT_MESSAGE, response.json()["detail"])
 
 
 def test_unknown_names_cost_a_full_password_hash(tmp_path, monkeypatch):
@@ -265,6 +277,20 @@ def test_hostile_bodies_and_numbers_get_4xx(live):
         response = client.post("/api/rankings", json={**base, "order": [10**4000], "seconds_spent": 10**300})
         assert response.status_code == 422
     assert store.count_rankings() == before
+
+
+def test_prompts_are_shown_as_text_not_markup():
+    """A prompt from an imported file is shown literally: no element comes out of it (an image fetched from any
+    URL, a link, a style), rendered as CommonMark renders the ranking page's Markdown."""
+    from markdown_it import MarkdownIt
+
+    hostile = (
+        '<img src=x onerror="fetch(`//evil.example`)"> ![t](http://evil.example/t.png) [x](javascript:alert(1)) '
+        "<style>*{display:none}</style> **bold** & more"
+    )
+    html = MarkdownIt("commonmark").render(prompt_heading(hostile))
+    assert html.count("<") == 2 and html.startswith("<h2>") and html.rstrip().endswith("</h2>")  # the heading only
+    assert "&lt;img src=x onerror=" in html and "**bold** &amp; more" in html  # the text itself, escaped
 
 
 # ---------------------------------------------------------------- 6. blind ranking
