@@ -68,11 +68,14 @@ class Job:
 def prompt_entry(text: str, aspect: str | None = None, pid: str | None = None) -> dict:
     """{id, prompt, aspect}: the id is `itercomp.prompts.generic_prompt_id` (the world's for a shapes-world
     prompt); the aspect is the world's for a shapes-world prompt, else "unknown" unless given."""
+    from itercomp.world.rules import WorldRuleError
     from itercomp.world.scene import parse
 
     text = text.strip()
     try:
         scene = parse(text)
+    except WorldRuleError as e:  # the world's words, but no image can show them: refuse before rendering
+        raise ItercompError(f"a gallery prompt breaks a rule of the shapes world: {e}") from None
     except PromptError:  # not a shapes-world prompt (e.g. one for a real text-to-image model)
         scene = None
     if not aspect:
