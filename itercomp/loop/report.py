@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from itercomp.io import read_jsonl, write_json
+from itercomp.io import atomic_open, read_jsonl, write_json
 from itercomp.loop.layout import STAGES, RunLayout, read_done
 from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
 
@@ -147,10 +147,8 @@ def write_grids(layout: RunLayout, report: dict, n_prompts: int, seed: int) -> l
             title=f"{SHORT[aspect]}: rounds {rounds[0]}..{rounds[-1]}, seed {seed}",
         )  # fmt: skip
         path = layout.grids / f"{aspect}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        grid.save(tmp)
-        tmp.replace(path)
+        with atomic_open(path, "wb") as f:
+            grid.save(f, format="PNG")
         written.append(path)
     return written
 
