@@ -22,7 +22,7 @@ import torch
 from itercomp.io import write_json
 from itercomp.rankings import RankingFile
 from itercomp.world import REWARD_ASPECTS
-from reward_models.config import RewardTrainConfig, SimulationConfig, load_config
+from reward_models.config import RankingDataConfig, RewardTrainConfig, load_config
 from reward_models.evaluation import evaluate_rankings
 from reward_models.model import RewardModel
 from reward_models.simulate import make_rankings
@@ -76,7 +76,7 @@ def main() -> None:
             rankings = args.data / "rankings.jsonl"
         if not rankings.is_file():
             print(f"no {rankings}: simulating it (itercomp rewards make-data --out {args.data})")
-            make_rankings(SimulationConfig(out=str(args.data)))
+            make_rankings(RankingDataConfig(output_dir=str(args.data)))
         data = RankingFile.read(rankings)
         test = data.select(aspect, "test")
         for n in args.sizes:

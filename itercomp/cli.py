@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+import warnings
 
+from itercomp.config import ArgumentParser
 from itercomp.errors import ItercompError
 
 # (group name, module, one-line help); a module registers its subcommands with `register(parser)`.
@@ -23,8 +24,10 @@ GROUPS = [
 ]
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad option in one line (what is wrong, where to look) and exits with 2."""
+class Parser(ArgumentParser):
+    """itercomp's argparse (hyphenated flags, underscores accepted, examples kept on their lines) that reports a
+    bad option in one line (what is wrong, where to look) and exits with 2. Modules are imported when a command
+    runs, so `itercomp --help` imports no torch."""
 
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
@@ -43,17 +46,24 @@ def build_parser() -> Parser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(f"itercomp: warning: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except ItercompError as e:
-        sys.stderr.write(f"itercomp: error: {e}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("itercomp: interrupted; finished work is saved, run the same command again to resume\n")
-        return 130
+    with warnings.catch_warnings():
+        # Deprecated names (flags, config keys) are reported in one line, once each.
+        warnings.filterwarnings("default", category=DeprecationWarning, module=r"itercomp\b")
+        warnings.showwarning = _show_warning
+        args = build_parser().parse_args(argv)
+        try:
+            return args.func(args) or 0
+        except ItercompError as e:
+            sys.stderr.write(f"itercomp: error: {e}\n")
+            return 2
+        except KeyboardInterrupt:
+            sys.stderr.write("itercomp: interrupted; finished work is saved, run the same command again to resume\n")
+            return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import textwrap
 import types
 import typing
 import warnings
@@ -48,12 +49,31 @@ def _hidden_twin(option: str, options: list[str]) -> bool:
     return "_" in option and option.replace("_", "-") in options
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs keep their line breaks (examples stay on their own lines); an option's
-    underscore spelling is accepted but only the hyphenated one is shown."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that keeps examples on their own lines: in descriptions and epilogs, indented lines (commands) stay
+    as written and the other lines are filled as paragraphs. An option's underscore spelling and its deprecated
+    names are accepted but not shown."""
+
+    def _fill_text(self, text, width, indent):
+        lines, paragraph = [], []
+        for line in [*textwrap.dedent(text).strip("\n").splitlines(), ""]:
+            if paragraph and (not line.strip() or line[:1].isspace()):
+                lines.append(textwrap.fill(" ".join(paragraph), width, initial_indent=indent, subsequent_indent=indent,
+                                           break_on_hyphens=False, break_long_words=False))  # fmt: skip
+                paragraph = []
+            if line[:1].isspace() or not line.strip():
+                lines.append(indent + line if line.strip() else "")
+            else:
+                paragraph.append(line.strip())
+        return "\n".join(lines).rstrip("\n")
+
+    def _split_lines(self, text, width):
+        # Flag names (`--no-use-lora`) and paths stay whole.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
 
     def _format_action_invocation(self, action):
-        shown = [s for s in action.option_strings if not _hidden_twin(s, action.option_strings)]
+        hidden = getattr(action, "deprecated_names", ())
+        shown = [s for s in action.option_strings if not _hidden_twin(s, action.option_strings) and s not in hidden]
         if shown != action.option_strings:
             action = copy.copy(action)
             action.option_strings = shown
@@ -64,7 +84,20 @@ class BooleanFlag(argparse.BooleanOptionalAction):
     """`--flag` / `--no-flag`, with the underscore spellings accepted but left out of the usage line."""
 
     def format_usage(self):
-        return " | ".join(s for s in self.option_strings if not _hidden_twin(s, self.option_strings))
+        hidden = getattr(self, "deprecated_names", ())
+        return " | ".join(
+            s for s in self.option_strings if not _hidden_twin(s, self.option_strings) and s not in hidden
+        )
+
+
+class _WarnsOnOldNames:
+    """Mixed into an action that has `deprecated_names`: using one of them warns."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated_names:
+            new = next(s for s in self.option_strings if s not in self.deprecated_names)
+            warnings.warn(f"{option_string} is deprecated, use {new}", DeprecationWarning, stacklevel=1)
+        super().__call__(parser, namespace, values, option_string)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -75,10 +108,16 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def add_argument(self, *names, **kwargs):
+    def add_argument(self, *names, deprecated: tuple[str, ...] = (), **kwargs):
+        """`deprecated`: old option names still accepted, with a DeprecationWarning, and left out of the help."""
         if names and all(n.startswith("--") for n in names):
             names = tuple(dict.fromkeys(s for n in names for s in option_strings(n)))
-        return super().add_argument(*names, **kwargs)
+        old = tuple(dict.fromkeys(s for n in deprecated for s in option_strings(n)))
+        action = super().add_argument(*names, *old, **kwargs)
+        if old:
+            action.deprecated_names = old
+            action.__class__ = type(f"Deprecated{type(action).__name__}", (_WarnsOnOldNames, type(action)), {})
+        return action
 
     def parse_known_args(self, args=None, namespace=None):
         return super().parse_known_args(self._fold_bool_values(args), namespace)
@@ -312,7 +351,7 @@ def _default_text(f) -> str:
     else:
         return " (required)"
     if isinstance(value, tuple):
-        value = ",".join(map(str, value)) if value else "none"
+        value = " ".join(map(str, value)) if value else "none"
     return f" (default: {value})"
 
 

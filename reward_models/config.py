@@ -1,27 +1,29 @@
-"""The reward stages' configs (simulation, training); the YAML + `--field value` loader is `itercomp.config`."""
+"""The reward stages' configs (simulated ranking data, training); the YAML + flags loader is `itercomp.config`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from itercomp.config import (  # noqa: F401  (re-exported: the loader used by every stage)
-    add_config_arguments,
-    config_from_namespace,
-    load_config,
-    save_config,
-    to_dict,
-)
+from itercomp.config import load_config, save_config, to_dict  # noqa: F401  (re-exported: the stages' loader)
 from itercomp.errors import ItercompError
 from itercomp.world.vocab import REWARD_ASPECTS
 
-# Kept here (not in backbones.py) so the CLI can build its --help without importing torch.
+# Kept here (not in backbones.py or ensemble.py) so the CLI can build its --help without importing torch.
 HF_BACKBONES = ("blip", "clip", "siglip")
 BACKBONES = ("shapes", *HF_BACKBONES)
+AGGREGATES = ("mean_minus_std", "min", "mean")  # how a reward ensemble combines its members
+CONTRAST_NAMES = ("shapes_one_edit",)  # the keys of reward_models.ensemble.CONTRASTS
+VIEW_NAMES = ("shapes_symmetries",)  # the keys of reward_models.ensemble.VIEWS
 
 
 @dataclass
-class SimulationConfig:
-    out: str = field(metadata={"help": "output folder: images/ and rankings.jsonl go here"})
+class RankingDataConfig:
+    """Simulated rankings in the shapes world (true renders, hard negatives, noisy versions; oracle-ranked)."""
+
+    aliases: ClassVar[dict[str, str]] = {"out": "output_dir"}
+
+    output_dir: str = field(metadata={"help": "output folder: images/ and rankings.jsonl go here"})
     aspects: tuple[str, ...] = field(default=REWARD_ASPECTS, metadata={"help": "aspects to rank"})
     train_prompts: int = field(default=600, metadata={"help": "prompts per aspect from the train split"})
     val_prompts: int = field(default=80, metadata={"help": "prompts per aspect from the val split"})
@@ -100,11 +102,13 @@ class RewardTrainConfig:
         if self.backbone not in BACKBONES:
             raise ItercompError(f"backbone={self.backbone!r} is unknown; use one of {', '.join(BACKBONES)}")
         if self.backbone in HF_BACKBONES and not self.backbone_path and not self.init_from:
-            raise ItercompError(f"backbone={self.backbone} needs --backbone_path (a hub id or a local folder)")
+            raise ItercompError(f"backbone={self.backbone} needs --backbone-path (a hub id or a local folder)")
         for name in ("epochs", "batch_rankings"):
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.train_views is not None and self.train_views != "shapes_symmetries":
-            raise ItercompError(f"train_views={self.train_views!r} is unknown; use shapes_symmetries or leave it unset")
+        if self.train_views is not None and self.train_views not in VIEW_NAMES:
+            raise ItercompError(
+                f"train_views={self.train_views!r} is unknown; use {', '.join(VIEW_NAMES)} or leave it unset"
+            )
         if not 0 <= self.freeze_ratio <= 1:
             raise ItercompError(f"freeze_ratio must be in [0, 1], got {self.freeze_ratio}")

@@ -38,9 +38,9 @@ from torch import nn
 from itercomp.errors import ItercompError
 from itercomp.io import read_json, write_json
 from itercomp.world import REWARD_ASPECTS
+from reward_models.config import AGGREGATES
 from reward_models.model import RewardModel
 
-AGGREGATES = ("mean_minus_std", "min", "mean")
 ENSEMBLE_FILE = "ensemble.json"
 OPTIONS = ("aggregate", "spread_weight", "contrast", "contrast_weight", "contrast_limit", "views", "view_count")
 

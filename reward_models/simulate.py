@@ -20,7 +20,7 @@ from itercomp.rankings import RANKINGS_FILE, plackett_luce, write_rankings
 from itercomp.records import SIMULATED, Candidate, Ranking, image_id
 from itercomp.world import PALETTE, generate_prompts, parse, prompt_id, render, score
 from itercomp.world.edits import edits
-from reward_models.config import SimulationConfig
+from reward_models.config import RankingDataConfig
 
 
 def _noisy(image: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
@@ -34,7 +34,7 @@ def _erase(image: np.ndarray, color: str) -> np.ndarray:
     return out
 
 
-def candidate_pool(prompt: str, rng: np.random.Generator, config: SimulationConfig) -> list[tuple[str, np.ndarray]]:
+def candidate_pool(prompt: str, rng: np.random.Generator, config: RankingDataConfig) -> list[tuple[str, np.ndarray]]:
     """(kind, image) candidates for one prompt, the true render first."""
     scene = parse(prompt)
     seed = lambda: int(rng.integers(2**31))  # noqa: E731
@@ -73,9 +73,9 @@ def pick_candidates(scored: list[tuple[str, np.ndarray, float]], n: int, min_gap
     return chosen
 
 
-def make_rankings(config: SimulationConfig) -> Path:
-    """Write images/ and rankings.jsonl (one Ranking per prompt and aspect) under config.out; return the jsonl."""
-    out = Path(config.out)
+def make_rankings(config: RankingDataConfig) -> Path:
+    """Write images/ and rankings.jsonl (one Ranking per prompt and aspect) under config.output_dir; return the jsonl."""
+    out = Path(config.output_dir)
     rng = np.random.default_rng(config.seed)
     jobs = [
         (aspect, prompt)

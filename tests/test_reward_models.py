@@ -13,7 +13,7 @@ from itercomp.prompts import split_for
 from itercomp.rankings import RankingFile
 from itercomp.world import REWARD_ASPECTS, generate_prompts, parse, render, score
 from itercomp.world.edits import edits
-from reward_models.config import RewardTrainConfig, SimulationConfig, load_config
+from reward_models.config import RankingDataConfig, RewardTrainConfig, load_config
 from reward_models.data import pair_loss
 from reward_models.ensemble import RewardEnsemble
 from reward_models.model import RewardModel
@@ -130,8 +130,8 @@ def test_bradley_terry_loss():
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    config = SimulationConfig(
-        out=str(out), aspects=("attribute_binding",), train_prompts=24, val_prompts=6, test_prompts=6
+    config = RankingDataConfig(
+        output_dir=str(out), aspects=("attribute_binding",), train_prompts=24, val_prompts=6, test_prompts=6
     )
     return make_rankings(config)
 

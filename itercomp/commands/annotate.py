@@ -89,7 +89,10 @@ def register(parser) -> None:
 
     p = sub.add_parser("export", help="write a Hugging Face dataset (rankings + pairs splits) and rankings.jsonl")
     _db(p)
-    p.add_argument("--out", type=Path, required=True, help="output folder (datasets.load_from_disk(OUT) reads it)")
+    p.add_argument(
+        "--output-dir", type=Path, required=True, deprecated=("--out",),
+        help="output folder (datasets.load_from_disk(OUTPUT_DIR) reads it)",
+    )  # fmt: skip
     p.add_argument("--round", type=int, help="only this round (default: all)")
     p.add_argument("--kinds", type=_kinds, help="annotator kinds to include, e.g. human (default: all)")
     p.add_argument(
@@ -110,7 +113,7 @@ def register(parser) -> None:
     p = sub.add_parser(
         "toy-gallery", help="draw a small shapes-world gallery run (4 stand-in generators) to try the app"
     )
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--output-dir", type=Path, required=True, deprecated=("--out",), help="output folder")
     p.add_argument("-n", type=int, default=4, help="prompts per aspect (default 4)")
     p.add_argument("--seeds", type=int, default=1, help="images per prompt and generator (default 1)")
     p.add_argument("--split", choices=("train", "val", "test"), default="train")
@@ -198,10 +201,11 @@ def export(args) -> None:
     from annotation_app.interchange import export as run
     from annotation_app.store import Store
 
-    summary = run(Store(args.db, create=False), args.out, round=args.round, kinds=args.kinds, paths=args.paths)
+    out = args.output_dir
+    summary = run(Store(args.db, create=False), out, round=args.round, kinds=args.kinds, paths=args.paths)
     per_aspect = ", ".join(f"{a} {n}" for a, n in summary["per_aspect"].items())
-    print(f"{summary['rankings']} rankings ({per_aspect}), {summary['pairs']} pairs -> {args.out}")
-    print(f"datasets.load_from_disk('{args.out}'); interchange file: {args.out / 'rankings.jsonl'}")
+    print(f"{summary['rankings']} rankings ({per_aspect}), {summary['pairs']} pairs -> {out}")
+    print(f"datasets.load_from_disk('{out}'); interchange file: {out / 'rankings.jsonl'}")
 
 
 def import_(args) -> None:
@@ -221,5 +225,5 @@ def import_(args) -> None:
 def toy_gallery(args) -> None:
     from annotation_app.toy_gallery import make_toy_gallery
 
-    records = make_toy_gallery(args.out, args.n, seeds=tuple(range(args.seeds)), split=args.split)
-    print(f"wrote {len(records)} images and {args.out / 'manifest.jsonl'}")
+    records = make_toy_gallery(args.output_dir, args.n, seeds=tuple(range(args.seeds)), split=args.split)
+    print(f"wrote {len(records)} images and {args.output_dir / 'manifest.jsonl'}")

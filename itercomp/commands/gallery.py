@@ -16,7 +16,7 @@ def register(parser) -> None:
     p = sub.add_parser(
         "generate",
         help="render prompts with every member of a gallery (batched, resumable, multi-process)",
-        description="Render each prompt with each member and seed into OUT/images, write OUT/manifest.jsonl and a "
+        description="Render each prompt with each member and seed into OUTPUT_DIR/images, write OUTPUT_DIR/manifest.jsonl and a "
         "grid per prompt. Re-running skips finished images. Multi-process: accelerate launch -m itercomp.cli ...",
     )
     p.add_argument("--gallery", default="shapes", help=GALLERY_HELP)
@@ -33,7 +33,9 @@ def register(parser) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed; images use seeds SEED..SEED+K-1 (default 0)")
     p.add_argument("--batch-size", type=int, help="override every member's batch size")
     p.add_argument("--no-grids", action="store_true", help="do not draw a grid picture per prompt")
-    p.add_argument("--out", type=Path, required=True, help="output folder (re-use it to resume)")
+    p.add_argument(
+        "--output-dir", type=Path, required=True, deprecated=("--out",), help="output folder (re-use it to resume)"
+    )
     p.set_defaults(func=generate)
 
     p = sub.add_parser("list", help="show a gallery's members, their strengths and weaknesses, and if they can load")
@@ -77,7 +79,7 @@ def generate(args) -> None:
     render_gallery(
         gallery,
         prompts,
-        args.out,
+        args.output_dir,
         members=members,
         images_per_prompt=args.images_per_prompt,
         seed=args.seed,

@@ -8,17 +8,18 @@ from itercomp.commands import subcommands
 
 
 def register(parser) -> None:
-    from reward_models.config import RewardTrainConfig, SimulationConfig, add_config_arguments
-    from reward_models.ensemble import AGGREGATES, CONTRASTS, VIEWS
+    from itercomp.config import add_config_arguments
+    from reward_models.config import AGGREGATES, CONTRAST_NAMES, VIEW_NAMES, RankingDataConfig, RewardTrainConfig
 
     sub = subcommands(parser)
 
     p = sub.add_parser(
         "make-data",
         help="simulate rankings in the shapes world (true renders, hard negatives, noisy versions; oracle-ranked)",
-        description="Writes <out>/images/ and <out>/rankings.jsonl. Flags are the fields of SimulationConfig.",
+        description="Writes <output_dir>/images/ and <output_dir>/rankings.jsonl. Flags are the fields of "
+        "RankingDataConfig.",
     )
-    add_config_arguments(p, SimulationConfig)
+    add_config_arguments(p, RankingDataConfig)
     p.set_defaults(func=make_data)
 
     p = sub.add_parser(
@@ -35,7 +36,9 @@ def register(parser) -> None:
     p.add_argument(
         "--models", type=Path, nargs="+", required=True, help="folders holding <aspect>/ subfolders, or one ensemble"
     )
-    p.add_argument("--out", type=Path, required=True, help="e.g. itercomp/weights/rewards")
+    p.add_argument(
+        "--output-dir", type=Path, required=True, deprecated=("--out",), help="e.g. itercomp/weights/rewards"
+    )
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16 storage, loaded as fp32)")
     p.set_defaults(func=export)
 
@@ -60,10 +63,10 @@ def register(parser) -> None:
     )
     p.add_argument("--spread-weight", type=float, default=None, help="mean_minus_std: weight of the members' std")
     p.add_argument(
-        "--contrast", choices=tuple(CONTRASTS), default=None, help="score relative to the prompt's one-edit variants"
+        "--contrast", choices=CONTRAST_NAMES, default=None, help="score relative to the prompt's one-edit variants"
     )
     p.add_argument(
-        "--views", choices=tuple(VIEWS), default=None, help="average each reward over exact symmetries of the world"
+        "--views", choices=VIEW_NAMES, default=None, help="average each reward over exact symmetries of the world"
     )
     p.add_argument("--view-count", type=int, default=None, help="how many views (default: the ensemble's, 12)")
     p.add_argument("--best-of", type=int, default=4, help="N of the best-of-N pick among one generator's seeds")
@@ -78,15 +81,17 @@ def register(parser) -> None:
 
 
 def make_data(args) -> None:
-    from reward_models.config import SimulationConfig, config_from_namespace
+    from itercomp.config import config_from_namespace
+    from reward_models.config import RankingDataConfig
     from reward_models.simulate import make_rankings
 
-    path = make_rankings(config_from_namespace(SimulationConfig, args))
+    path = make_rankings(config_from_namespace(RankingDataConfig, args))
     print(f"wrote {path}")
 
 
 def train(args) -> None:
-    from reward_models.config import RewardTrainConfig, config_from_namespace
+    from itercomp.config import config_from_namespace
+    from reward_models.config import RewardTrainConfig
     from reward_models.training import train as run
 
     run(config_from_namespace(RewardTrainConfig, args))
@@ -186,10 +191,10 @@ def export(args) -> None:
     if spec is not None:
         # An ensemble folder: every member is exported, and ensemble.json with them.
         names = [m.relative_to(args.models[0]).as_posix() for m in members]
-        jobs = [(m, args.out / name) for m, name in zip(members, names)]
+        jobs = [(m, args.output_dir / name) for m, name in zip(members, names)]
         spec = {"members": names, **spec}
     else:
-        jobs = [(folder, args.out) for folder in args.models]
+        jobs = [(folder, args.output_dir) for folder in args.models]
     found = [
         (a, folder / a, out / a)
         for folder, out in jobs
@@ -206,4 +211,4 @@ def export(args) -> None:
             shutil.copy(source / "train_state.json", target / "train_state.json")
         print(f"{aspect}: {source} -> {target}")
     if spec is not None:
-        write_json(args.out / ENSEMBLE_FILE, spec)
+        write_json(args.output_dir / ENSEMBLE_FILE, spec)

@@ -25,7 +25,7 @@ def register(parser) -> None:
     p.add_argument("--images-per-prompt", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--canvas", type=int, default=32, choices=(32, 48, 64), help="image size in pixels")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--output-dir", type=Path, required=True, deprecated=("--out",), help="output folder")
     p.set_defaults(func=sample)
 
     p = sub.add_parser("score", help="score a folder of images against prompts with the oracle")
@@ -60,13 +60,13 @@ def sample(args) -> None:
         for k in range(args.images_per_prompt):
             seed = args.seed * 1000 + k
             image = render(text, seed, canvas=args.canvas)
-            save_png(args.out / "images" / f"{pid}_s{seed}.png", image)
+            save_png(args.output_dir / "images" / f"{pid}_s{seed}.png", image)
             images.append(image)
             captions.append(text)
-    write_jsonl(args.out / "prompts.jsonl", rows)
+    write_jsonl(args.output_dir / "prompts.jsonl", rows)
     columns = min(8, args.n * args.images_per_prompt) if len(aspects) > 1 else 8
-    make_grid(images, captions, columns=columns).save(args.out / "grid.png")
-    print(f"wrote {len(images)} images, {args.out / 'prompts.jsonl'} and {args.out / 'grid.png'}")
+    make_grid(images, captions, columns=columns).save(args.output_dir / "grid.png")
+    print(f"wrote {len(images)} images, {args.output_dir / 'prompts.jsonl'} and {args.output_dir / 'grid.png'}")
 
 
 def score(args) -> None:
