@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from itercomp.errors import PromptError
-from itercomp.world.vocab import SPATIAL_RELATIONS
+from itercomp.world.vocab import OPPOSITE, SPATIAL_RELATIONS
 
 if TYPE_CHECKING:
     from itercomp.world.scene import ObjectSpec, Scene
@@ -25,12 +25,7 @@ SIZE_RULES = {
     "smaller than": ("small", "large"),
 }
 # A spatial relation read from its object's side ("a left of b" is "b right of a").
-_CONVERSE = {
-    "to the left of": "to the right of",
-    "to the right of": "to the left of",
-    "above": "below",
-    "below": "above",
-}
+_CONVERSE = {name: OPPOSITE[name] for name in SPATIAL_RELATIONS}
 
 
 class WorldRuleError(PromptError):
@@ -79,7 +74,7 @@ def check_rules(scene: Scene) -> list[dict[str, str]]:
 
 def check_colors(objects: Sequence[ObjectSpec], prompt: str) -> None:
     """Every object has its own colour: that is how "the <color> <shape>" refers back and how the oracle finds
-    an object among the pixels. The parser checks it as each object is introduced, before references resolve."""
+    an object among the pixels."""
     colors = [o.color for o in objects]
     duplicated = sorted({c for c in colors if colors.count(c) > 1})
     if duplicated:
