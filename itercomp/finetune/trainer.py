@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from itercomp.finetune.modes import black_box_modes, mode_class, mode_spec
 from itercomp.finetune.modes.base import FeedbackMode
 from itercomp.finetune.regulariser import PairSource, regulariser_from_config
 from itercomp.finetune.sampling import evaluate
-from itercomp.io import weights_digest, write_json
+from itercomp.io import atomic_dir, weights_digest, write_json
 
 RewardFn = Callable[[torch.Tensor, list[str]], dict[str, torch.Tensor]]
 
@@ -126,7 +125,8 @@ def finetune(
         entry = train_step(run, step)
         run.state["history"].append(entry)
         run.state["step"] = step + 1
-        bar.set_postfix(loss=f"{entry['loss'] or math.nan:.4g}", skipped=run.state["skipped_steps"])
+        loss = entry["loss"] if entry["loss"] is not None else math.nan
+        bar.set_postfix(loss=f"{loss:.4g}", skipped=run.state["skipped_steps"])
         done = step + 1
         if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.max_steps:
             _save_checkpoint(run.out / "checkpoint", run)
@@ -312,7 +312,8 @@ def finish(run: Training, started: float) -> dict:
     denoiser = adapter.denoiser
     if config.use_lora:
         if accelerator.is_main_process:
-            _replace_dir(out / "lora", lambda tmp: save_lora(run.pipe, adapter.denoiser_name, run.lora_config, tmp))
+            with atomic_dir(out / "lora") as tmp:
+                save_lora(run.pipe, adapter.denoiser_name, run.lora_config, tmp)
         merge_lora(denoiser)
     adapter.model = denoiser
     after = evaluate(adapter, run.reward_fn, run.eval_items, config, accelerator)
@@ -337,7 +338,8 @@ def finish(run: Training, started: float) -> dict:
         "config": to_dict(config),
     }
     if accelerator.is_main_process:
-        _replace_dir(out / "pipeline", run.pipe.save_pretrained)
+        with atomic_dir(out / "pipeline") as tmp:
+            run.pipe.save_pretrained(tmp)
         write_json(out / "metrics.json", metrics)
         if after:
             change = ", ".join(f"{a} {state['before'][a]:+.3f} -> {after[a]:+.3f}" for a in after)
@@ -351,31 +353,19 @@ def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
 
-def _replace_dir(final: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder atomically: into <final>.tmp, then swap it in (a crash leaves the old one or <final>.old)."""
-    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _save_checkpoint(folder: Path, run: Training) -> None:
+    """The trained weights, the EMA, the optimizer and the state, swapped in whole (a kill mid-save leaves the
+    previous checkpoint, or it as <folder>.old, which `resume_from` reads)."""
     from safetensors.torch import save_file
 
-    def write(tmp: Path) -> None:
-        tmp.mkdir(parents=True)
-        save_file({n: p.detach().cpu().contiguous() for n, p in run.trainable.items()}, tmp / "trainable.safetensors")
-        if run.ema is not None:
-            save_file(run.ema.state_dict(), tmp / "ema.safetensors")
-        torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(run.state))
-
     if run.accelerator.is_main_process:
-        _replace_dir(folder, write)
+        with atomic_dir(folder) as tmp:
+            trainable = {n: p.detach().cpu().contiguous() for n, p in run.trainable.items()}
+            save_file(trainable, tmp / "trainable.safetensors")
+            if run.ema is not None:
+                save_file(run.ema.state_dict(), tmp / "ema.safetensors")
+            torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps(run.state))
     run.accelerator.wait_for_everyone()
 
 
