@@ -6,18 +6,9 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-from itercomp.world.vocab import COLORS, FILLS, RELATIONS, SHAPES, SIZES
+from itercomp.world.vocab import world_words
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-# Every word a canonical prompt of any template can contain (articles and "and" included).
-FUNCTION_WORDS = ("a", "an", "the", "and")
-
-
-def world_words() -> list[str]:
-    words: list[str] = []
-    for group in (FUNCTION_WORDS, SIZES, FILLS, COLORS, SHAPES, *(r.split() for r in RELATIONS)):
-        words += [w for w in group if w not in words]
-    return words
 
 
 def world_vocab() -> dict[str, int]:

@@ -13,22 +13,15 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from itercomp.world.vocab import COLORS, FILLS, RELATIONS, SHAPES, SIZES
+from itercomp.world.vocab import world_words
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-
-
-def world_words() -> list[str]:
-    words = {"a", "an", "the", "and", *COLORS, *SHAPES, *FILLS, *SIZES}
-    for relation in RELATIONS:
-        words.update(relation.split())
-    return sorted(words)
 
 
 def build_tokenizer(words: list[str] | None = None, max_length: int = 40) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the world's words; unknown words map to <unk> rather than failing."""
     vocab = {token: i for i, token in enumerate(SPECIAL.values())}
-    for word in words or world_words():
+    for word in words or sorted(world_words()):  # alphabetical: the shipped language model's token ids
         vocab.setdefault(word, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk_token"]))
     core.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -18,6 +18,17 @@ SIZES = ("small", "large")
 SPATIAL_RELATIONS = ("to the left of", "to the right of", "above", "below")
 NON_SPATIAL_RELATIONS = ("inside", "bigger than", "smaller than", "touching")
 RELATIONS = SPATIAL_RELATIONS + NON_SPATIAL_RELATIONS
+FUNCTION_WORDS = ("a", "an", "the", "and")
+
+
+def world_words() -> list[str]:
+    """Every word a canonical prompt of any template can contain, each once, in a fixed order (tokenizers number
+    them in it, so the order is part of the shipped weights)."""
+    words: list[str] = []
+    for group in (FUNCTION_WORDS, SIZES, FILLS, COLORS, SHAPES, *(r.split() for r in RELATIONS)):
+        words += [w for w in group if w not in words]
+    return words
+
 
 ASPECTS = (
     "attribute_binding",
