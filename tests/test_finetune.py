@@ -250,7 +250,7 @@ def test_config_errors_name_the_field_and_the_fix(tmp_path):
         GRPOConfig(group_size=1)
     with pytest.raises(ItercompError, match=r"grpo.train_steps=4 must be in 1..3"):
         FeedbackConfig(grad_mode="grpo", num_inference_steps=4, grpo=GRPOConfig(train_steps=4))
-    with pytest.raises(ItercompError, match=r"dpo: unknown field 'dpo_beta'.*beta"):
+    with pytest.raises(ItercompError, match=r"dpo: unknown keys \['dpo_beta'\]; valid keys are \['beta'"):
         FeedbackConfig(grad_mode="dpo", dpo={"dpo_beta": 10.0})
     weights = FeedbackConfig(reward_weights="attribute_binding=1,spatial_relationship=0.5").reward_weights
     assert weights == {"attribute_binding": 1.0, "spatial_relationship": 0.5}

@@ -327,18 +327,11 @@ class FeedbackConfig:
 
 
 def _section(name: str, cls, value):
-    """A section given as a mapping (YAML, the loop's sections) becomes its dataclass; unknown keys are errors."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ItercompError(f"{name} must be a mapping of {cls.__name__} fields, got {value!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ItercompError(
-            f"{name}: unknown field {unknown[0]!r}; {cls.__name__} fields are {', '.join(sorted(known))}"
-        )
-    return cls(**value)
+    """A section given as a mapping (`FeedbackConfig(grpo={"group_size": 8})`) becomes its dataclass, typed and
+    checked by the config loader."""
+    from itercomp.config import config_from_dict
+
+    return value if isinstance(value, cls) else config_from_dict(cls, value, name)
 
 
 def parse_weights(value) -> dict[str, float]:
