@@ -32,6 +32,7 @@ from gallery import Gallery, MemberSpec, load_gallery, render_gallery, world_pro
 from gallery.base import Context
 from gallery.diffusers_generator import DiffusersConfig
 from gallery.run import prompt_entry, unique_prompts
+from itercomp.config import to_dict
 from itercomp.errors import ItercompError
 from itercomp.io import read_json, read_jsonl, replace_dir, write_json, write_jsonl, write_text
 from itercomp.loop.config import (
@@ -42,7 +43,6 @@ from itercomp.loop.config import (
     feedback_config,
     section_config,
     shipped_rewards,
-    to_dict,
 )
 from itercomp.loop.insertion import insert_candidates
 from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
