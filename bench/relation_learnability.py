@@ -13,8 +13,7 @@ The variants differ only in how the text tokens reach the image (all read the sh
 - base: every block reads its LM layer as extra keys/values (the shipped design);
 - positions: + learned absolute positions on the LM states (a token's role: subject or object);
 - joint: MMDiT text stream, which every block updates jointly with the image (a colour word can read the relation);
-- joint_positions: both;
-- refiner: two bidirectional refiner layers over the LM states.
+- joint_positions: both.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ VARIANTS = {
     "positions": {"text_positions": 48},
     "joint": {"joint_text": True},
     "joint_positions": {"joint_text": True, "text_positions": 48},
-    "refiner": {"text_refiner_layers": 2},
 }
 
 
@@ -104,8 +102,8 @@ def main() -> None:
     for name in args.variants:
         torch.manual_seed(0)
         options = dict(
-            sample_size=32, patch_size=4, hidden_size=shipped.hidden_size, num_heads=shipped.num_heads,
-            text_dim=shipped.text_dim, num_layers=shipped.num_layers, stem_channels=0,
+            sample_size=32, hidden_size=shipped.hidden_size, num_heads=shipped.num_heads,
+            text_dim=shipped.text_dim, num_layers=shipped.num_layers,
             conv_channels=tuple(shipped.conv_channels), text_whitening=True, prediction_type="sample",
         )  # fmt: skip
         model = CompositionDiT(**options, **VARIANTS[name])

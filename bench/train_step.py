@@ -32,7 +32,7 @@ def time_steps(
     torch.manual_seed(0)
     model = build_dit(cfg, "deep_fusion", lm)
     forward = torch.compile(model) if mode.startswith("compile") else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     x0 = torch.randn(batch_size, 3, cfg.canvas, cfg.canvas)
     t = torch.rand(batch_size) * 1000
     hidden = tuple(

@@ -18,7 +18,7 @@ def shapes_pipeline(prediction_type: str = "sample"):
     lm = build_language_model(
         len(tokenizer), LanguageModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
     )
-    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8, prediction_type=prediction_type)
+    cfg = PretrainConfig(hidden_size=32, num_heads=2, conv_channels=(8, 16), prediction_type=prediction_type)
     torch.manual_seed(0)
     dit = build_dit(cfg, "deep_fusion", lm)
     for p in dit.parameters():  # zero-initialised gates would give no gradient to most weights

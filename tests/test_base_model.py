@@ -16,7 +16,7 @@ def _tiny(conditioning="deep_fusion", layers=2, hidden=32, **options):
     lm = build_language_model(
         len(tokenizer), LanguageModelConfig(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=64)
     )
-    cfg = PretrainConfig(hidden_size=32, num_heads=2, **{"stem_channels": 8, **options})
+    cfg = PretrainConfig(hidden_size=32, num_heads=2, **{"conv_channels": (8, 16), **options})
     torch.manual_seed(0)
     return tokenizer, lm, build_dit(cfg, conditioning, lm), cfg
 
@@ -51,7 +51,7 @@ def test_stochastic_sampling_is_seeded_per_image_and_round_trips(tmp_path):
     a, b = sample(pipe, (1, 2)), sample(loaded, (1, 2))
     assert torch.equal(a, b)  # the re-noising draws from the caller's generators, not the global RNG
     assert torch.equal(sample(pipe, (2, 1))[0], a[1])  # and from each image's own generator
-    deterministic = make_pipeline(tokenizer, lm, dit, PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8))
+    deterministic = make_pipeline(tokenizer, lm, dit, PretrainConfig(hidden_size=32, num_heads=2, conv_channels=(8, 16)))
     assert not torch.allclose(sample(deterministic, (1, 2)), a)
 
 
@@ -67,9 +67,9 @@ def test_deep_fusion_reads_any_causal_lm_layer_count():
     "options",
     [
         {},
-        {"mix_ffn": True, "text_positions": True},
-        {"conv_channels": (8, 16), "stem_channels": 0},
-        {"text_refiner_layers": 1, "text_whitening": True},
+        {"text_positions": True},
+        {"joint_text": True, "text_positions": True},
+        {"conv_channels": (8,), "canvas": 16, "text_whitening": True},
     ],
 )
 def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
@@ -78,30 +78,13 @@ def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
         hidden_states, mask = encode(lm, tokenizer, ["a red circle inside a blue square"])
         for p in dit.parameters():
             p.data.normal_(0, 0.05)
-        dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), hidden_states, mask).square().mean().backward()
+        size = dit.config.sample_size
+        dit(torch.randn(1, 3, size, size), torch.tensor([300.0]), hidden_states, mask).square().mean().backward()
         assert all(p.grad is not None for p in dit.parameters()), conditioning
 
 
-def test_text_refiner_lets_a_word_read_the_words_after_it_and_ignores_padding(tmp_path):
-    tokenizer, lm, dit, _ = _tiny(text_refiner_layers=1)
-    for p in dit.parameters():
-        p.data.normal_(0, 0.05)
-    prompts = ["a red circle to the left of a blue cross", "a red circle to the right of a blue cross", "a red circle"]
-    hidden, mask = encode(lm, tokenizer, prompts)
-    left, right, short = dit.text_layers(hidden, mask)[0]
-    red = 2  # <s> a red ...
-    assert torch.allclose(hidden[1][0, red], hidden[1][1, red])  # the causal LM: "red" cannot see the relation
-    assert not torch.allclose(left[red], right[red])  # refined: it can
-    alone, alone_mask = encode(lm, tokenizer, prompts[2:])
-    torch.testing.assert_close(dit.text_layers(alone, alone_mask)[0][0], short[: alone_mask.shape[1]])  # padding
-    x, t = torch.randn(1, 3, 32, 32), torch.tensor([700.0])
-    dit.save_pretrained(tmp_path)
-    loaded = CompositionDiT.from_pretrained(tmp_path)
-    torch.testing.assert_close(dit(x, t, alone, alone_mask), loaded(x, t, alone, alone_mask))
-
-
-def test_conv_levels_round_trip_and_refuse_a_mismatched_patch_size(tmp_path):
-    tokenizer, lm, dit, _ = _tiny(conv_channels=(8, 16), stem_channels=0)
+def test_conv_levels_round_trip_and_refuse_a_canvas_they_cannot_halve(tmp_path):
+    tokenizer, lm, dit, _ = _tiny(joint_text=True, text_positions=True)
     for p in dit.parameters():
         p.data.normal_(0, 0.05)
     hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
@@ -109,10 +92,12 @@ def test_conv_levels_round_trip_and_refuse_a_mismatched_patch_size(tmp_path):
     dit.save_pretrained(tmp_path)
     loaded = CompositionDiT.from_pretrained(tmp_path)
     torch.testing.assert_close(dit(x, t, hidden_states, mask), loaded(x, t, hidden_states, mask))
-    with pytest.raises(ValueError, match="patch_size=4"):
-        CompositionDiT(patch_size=8, stem_channels=0, conv_channels=(8, 16))
-    with pytest.raises(ItercompError, match="patch_size=4"):
-        PretrainConfig(patch_size=8, conv_channels=(8, 16))
+    with pytest.raises(ValueError, match="halve"):
+        CompositionDiT(sample_size=30, conv_channels=(8, 16))
+    with pytest.raises(ItercompError, match="halves"):
+        PretrainConfig(canvas=30, conv_channels=(8, 16))
+    with pytest.raises(ItercompError, match="at least one level"):
+        PretrainConfig(conv_channels=())
 
 
 def test_text_whitening_fits_every_lm_state_and_round_trips(tmp_path):
@@ -214,7 +199,7 @@ def test_deep_fusion_refuses_mismatched_depth():
     import pytest
 
     tokenizer, lm, _, _ = _tiny(layers=2)
-    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=32, num_layers=4, stem_channels=8)
+    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=32, num_layers=4, conv_channels=(8, 16))
     hidden_states, mask = encode(lm, tokenizer, ["a red circle and a blue square"])
     with pytest.raises(ValueError, match="num_layers=2"):
         dit(torch.randn(1, 3, 32, 32), torch.tensor([1.0]), hidden_states, mask)
@@ -234,8 +219,8 @@ def _tiny_run_config(tmp_path, **overrides):
         lm_batch_size=8,
         hidden_size=32,
         num_heads=2,
-        stem_channels=8,
-        steps=3,
+        conv_channels=(8, 16),
+        max_steps=3,
         batch_size=4,
         warmup_steps=1,
         checkpoint_every=2,
@@ -249,16 +234,8 @@ def _tiny_run_config(tmp_path, **overrides):
 def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     from itercomp.models import pretrain
 
-    # the faster-converging options on, and the denoising probe every 2 steps
-    cfg = _tiny_run_config(
-        tmp_path,
-        mix_ffn=True,
-        text_positions=True,
-        text_whitening=True,
-        preconditioning="edm",
-        loss_space="edm",
-        eval_every=2,
-    )
+    # the options on, and the denoising probe every 2 steps
+    cfg = _tiny_run_config(tmp_path, text_positions=True, text_whitening=True, object_weight=2.0, eval_every=2)
     result = pretrain.run_pretrain(cfg)
     run = tmp_path / "run"
     assert (run / "caption_states.pt").is_file()  # encoded once, shared by the three DiTs
@@ -280,7 +257,7 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
 
     # A second run finds every stage done and trains nothing.
     monkeypatch.setattr(pretrain, "train_dit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    pretrain.run_pretrain(cfg)
+    pretrain.run_pretrain(cfg, resume=True)
     assert (run / "dit_pooled" / "history.json").read_text() == history
 
     exported = pretrain.export_weights(run, tmp_path / "weights")
@@ -309,15 +286,23 @@ def test_pretrain_trains_dits_in_parallel_processes(tmp_path):
     assert all((tmp_path / "run" / "members" / name / "done").is_file() for name in ("pooled", "last_layer"))
 
 
+def _fixed_data(cfg, tokenizer, lm, images, prompts):
+    from itercomp.models import pretrain
+
+    states = pretrain.PromptStates(lm, tokenizer, pretrain.training_captions(cfg, prompts), [1, 2])
+    return pretrain.FixedData(cfg, images, prompts, states)
+
+
 def test_dit_training_resumes_from_its_checkpoint(tmp_path):
     from itercomp.models import pretrain
 
-    cfg = _tiny_run_config(tmp_path, steps=4)
+    cfg = _tiny_run_config(tmp_path, max_steps=4)
     images = np.zeros((8, 32, 32, 3), np.uint8)
     prompts = ["a red circle above a blue square"] * 8
     tokenizer, lm = pretrain.train_language_model(cfg, prompts, tmp_path / "lm")
-    full = pretrain.train_dit(cfg, "deep_fusion", tokenizer, lm, images, prompts, tmp_path / "full")
-    half = _tiny_run_config(tmp_path, steps=4, checkpoint_every=2)
+    data = _fixed_data(cfg, tokenizer, lm, images, prompts)
+    full = pretrain.train_dit(cfg, "deep_fusion", tokenizer, lm, data, tmp_path / "full")
+    half = _tiny_run_config(tmp_path, max_steps=4, checkpoint_every=2)
     # Stop after the step-2 checkpoint (as a kill would), then resume to the end.
     import torch as _torch
 
@@ -333,12 +318,93 @@ def test_dit_training_resumes_from_its_checkpoint(tmp_path):
     _torch.save = save_then_stop
     try:
         with pytest.raises(KeyboardInterrupt):
-            pretrain.train_dit(half, "deep_fusion", tokenizer, lm, images, prompts, tmp_path / "half")
+            pretrain.train_dit(half, "deep_fusion", tokenizer, lm, data, tmp_path / "half")
     finally:
         _torch.save = original_save
-    resumed = pretrain.train_dit(half, "deep_fusion", tokenizer, lm, images, prompts, tmp_path / "half")
+    resumed = pretrain.train_dit(half, "deep_fusion", tokenizer, lm, data, tmp_path / "half")
+    # Same batches, noise and schedule; the checkpoint keeps Adam's moments and the EMA's offset in bfloat16.
     for a, b in zip(full.parameters(), resumed.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_streamed_pretraining_runs_in_sittings_and_resumes(tmp_path):
+    from itercomp.errors import ItercompError
+    from itercomp.models import pretrain
+
+    cfg = _tiny_run_config(tmp_path, conditionings=("deep_fusion",), streaming=True, curriculum_steps=2,
+                           converse_captions=0.5, object_weight=3.0, joint_text=True, text_positions=True,
+                           text_whitening=True, max_steps=4)  # fmt: skip
+    short = _tiny_run_config(tmp_path, **{**cfg.__dict__, "sitting_minutes": 1e-6})
+    first = pretrain.run_pretrain(short)  # the sitting ends after one step, with a checkpoint
+    assert not first["finished"] and not (tmp_path / "run" / "members").exists()
+    checkpoint = torch.load(tmp_path / "run" / "dit_deep_fusion" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["step"] == 1
+    with pytest.raises(ItercompError, match="--resume"):
+        pretrain.run_pretrain(cfg)  # a folder that holds a run is not silently continued
+    with pytest.raises(ItercompError, match="object_weight=5.0"):
+        pretrain.run_pretrain(_tiny_run_config(tmp_path, **{**cfg.__dict__, "object_weight": 5.0}), resume=True)
+    second = pretrain.run_pretrain(cfg, resume=True)
+    assert second["finished"] and (tmp_path / "run" / "members" / "base" / "done").is_file()
+    history = json.loads((tmp_path / "run" / "dit_deep_fusion" / "history.json").read_text())["history"]
+    assert all(np.isfinite(h["loss"]) for h in history if "loss" in h)
+
+
+def test_streamed_batches_follow_the_curriculum_and_caption_both_ways():
+    from itercomp.models.data import converse_scene, render_batch, single_object_share
+    from itercomp.world.prompts import split_of
+    from itercomp.world.scene import parse
+
+    assert single_object_share(0, 1.0, 0.3, 100) == 1.0
+    assert single_object_share(50, 1.0, 0.3, 100) == pytest.approx(0.65)
+    assert single_object_share(500, 1.0, 0.3, 100) == pytest.approx(0.3)
+    scene = parse("a small red circle to the left of a blue square")
+    assert converse_scene(scene).prompt() == "a blue square to the right of a small red circle"
+    assert converse_scene(parse("a red circle inside a large hollow blue square")).prompt() == (
+        "a red circle inside a large hollow blue square"  # no converse word: unchanged
+    )
+    images, captions = render_batch(np.random.default_rng(0), 64, single_share=1.0)
+    assert images.shape == (64, 32, 32, 3) and all(len(c.split()) <= 5 and " and " not in c for c in captions)
+    images, captions = render_batch(np.random.default_rng(0), 300, single_share=0.0, converse_share=1.0)
+    assert all(split_of(c) == "train" for c in captions)
+    conversed = [c for c in captions if "to the right of" in c or "below" in c or "smaller than" in c]
+    straight = [c for c in captions if "to the left of" in c or "above" in c or "bigger than" in c]
+    assert conversed and straight  # both words of each pair are seen, in the converse and in the original
+    again = render_batch(np.random.default_rng(0), 300, single_share=0.0, converse_share=1.0)
+    assert np.array_equal(again[0], images) and again[1] == captions
+
+
+def test_object_pixel_weight_counts_objects_not_background():
+    from itercomp.models.training import flow_loss, object_pixel_weight
+
+    x0 = -torch.ones(1, 3, 4, 4)
+    x0[0, 0, 1, 1] = 0.8  # one red-ish object pixel
+    weight = object_pixel_weight(x0, 4.0)
+    assert weight.shape == (1, 1, 4, 4) and weight[0, 0, 1, 1] == 5.0 and weight.sum() == 15 + 5
+    noise, t = torch.zeros_like(x0), torch.full((1,), 0.5)
+    output = x0.clone()
+    output[0, :, 1, 1] += 1.0  # an error of 1 on each channel of the object pixel only
+    plain = flow_loss(output, x0, noise, t, "sample", "x0")
+    weighted = flow_loss(output, x0, noise, t, "sample", "x0", pixel_weight=weight)
+    assert weighted == pytest.approx(5 * plain)
+
+
+def test_joint_text_stream_reads_every_parameter_and_masks_padding():
+    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=16, num_layers=3,
+                         conv_channels=(8, 16), joint_text=True, text_positions=12)  # fmt: skip
+    hidden = tuple(torch.randn(2, 7, 16) for _ in range(4))
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    out = dit(torch.randn(2, 3, 32, 32), torch.tensor([500.0, 900.0]), hidden, mask)
+    out.square().mean().backward()
+    assert [n for n, p in dit.named_parameters() if p.grad is None] == []
+    # Padding changes nothing: the second prompt's padded tokens are replaced by garbage.
+    changed = tuple(h.clone() for h in hidden)
+    for h in changed:
+        h[1, 5:] = 100.0
+    with torch.no_grad():
+        a = dit(torch.ones(2, 3, 32, 32), torch.tensor([500.0, 900.0]), hidden, mask)
+        b = dit(torch.ones(2, 3, 32, 32), torch.tensor([500.0, 900.0]), changed, mask)
+    assert torch.allclose(a[1], b[1], atol=1e-5)
 
 
 def test_saved_pipeline_loads_in_a_fresh_process(tmp_path):
@@ -354,97 +420,6 @@ def test_saved_pipeline_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("CompositionDiT")
-
-
-def test_edm_scalings_give_unit_variance_input_and_target():
-    from itercomp.models.training import edm_scalings
-
-    torch.manual_seed(0)
-    sigma_data = 0.5
-    x0, noise = torch.randn(200_000) * sigma_data, torch.randn(200_000)
-    for t in (0.1, 0.5, 0.9):
-        c_in, c_skip, c_out = edm_scalings(torch.tensor(t), sigma_data)
-        x_t = (1 - t) * x0 + t * noise
-        assert abs((c_in * x_t).std().item() - 1) < 0.01
-        assert abs(((x0 - c_skip * x_t) / c_out).std().item() - 1) < 0.01
-
-
-def test_edm_preconditioned_dit_passes_the_input_through_at_zero_noise():
-    dit = CompositionDiT(hidden_size=32, num_heads=2, stem_channels=0, num_layers=2, text_dim=16,
-                         prediction_type="sample", preconditioning="edm")  # fmt: skip
-    for p in dit.parameters():
-        p.data.normal_(0, 0.05)
-    x = torch.randn(2, 3, 32, 32)
-    hidden_states, mask = tuple(torch.randn(2, 4, 16) for _ in range(3)), torch.ones(2, 4)
-    out = dit(x, torch.tensor([0.0, 1000.0]), hidden_states, mask)
-    assert torch.allclose(out[0], x[0])  # c_skip = 1, c_out = 0 at t = 0
-    assert not torch.allclose(out[1], torch.zeros_like(out[1]))  # pure network output at t = 1
-    with pytest.raises(ValueError, match="prediction_type='sample'"):
-        CompositionDiT(prediction_type="velocity", preconditioning="edm")
-
-
-def test_edm_loss_weights_noise_levels_between_velocity_and_x0():
-    from itercomp.models.training import flow_loss
-
-    x0, noise = torch.zeros(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    output = torch.ones(2, 3, 4, 4)  # an x0 prediction off by 1 everywhere
-    t = torch.tensor([0.1, 0.9])
-    per_t = [
-        flow_loss(output[i : i + 1], x0[i : i + 1], noise[i : i + 1], t[i : i + 1], "sample", "edm") for i in (0, 1)
-    ]
-    # weight 1/c_out^2: ~1/t^2 at low noise, ~1/sigma_data^2 at high noise
-    assert per_t[0] > 50 and 3 < per_t[1] < 6
-
-
-def test_posterior_mean_is_the_caption_mean_at_high_noise_and_the_source_render_at_low_noise():
-    from itercomp.models.training import flow_interpolate, flow_loss, posterior_mean
-
-    torch.manual_seed(0)
-    references = torch.rand(3, 4, 3, 8, 8) * 2 - 1  # 3 captions x 4 renders
-    x0, noise = references[:, 1], torch.randn(3, 3, 8, 8)
-    low, high = torch.full((3,), 0.02), torch.full((3,), 0.9999)
-    torch.testing.assert_close(posterior_mean(flow_interpolate(x0, noise, low), low, references), x0)
-    torch.testing.assert_close(
-        posterior_mean(flow_interpolate(x0, noise, high), high, references), references.mean(1), atol=2e-3, rtol=0
-    )
-    middle = torch.full((3,), 0.6)
-    target = posterior_mean(flow_interpolate(x0, noise, middle), middle, references)
-    assert target.min() >= -1 and target.max() <= 1  # a convex combination of the renders
-    # the loss pulls the x0 prediction to the target, not to the render that made x_t
-    assert flow_loss(target, x0, noise, middle, "sample", "x0", target=target) == 0
-    assert flow_loss(x0, x0, noise, middle, "sample", "x0", target=target) > 0
-    x_t = flow_interpolate(x0, noise, middle)
-    velocity = (x_t - target) / 0.6
-    assert flow_loss(velocity, x0, noise, middle, "velocity", "velocity", target=target) < 1e-10
-
-
-def test_renders_per_caption_groups_renders_of_one_prompt(tmp_path):
-    from itercomp.models.data import load_or_render, render_dataset
-
-    images, prompts = render_dataset(12, seed=1, workers=1, renders=3)
-    assert images.shape == (12, 32, 32, 3)
-    for k in range(0, 12, 3):
-        assert len(set(prompts[k : k + 3])) == 1  # one caption, three layouts
-        assert not np.array_equal(images[k], images[k + 1])
-    assert len(set(prompts)) == 4
-    with pytest.raises(ValueError, match="multiple"):
-        render_dataset(10, renders=3)
-    with pytest.raises(ItercompError, match="multiple"):
-        PretrainConfig(num_images=10, renders_per_caption=3)
-    path = tmp_path / "data.npz"
-    load_or_render(path, 12, seed=1, renders=3)
-    again, _ = load_or_render(path, 12, seed=1, renders=1)  # a cache of other renders per caption is redrawn
-    assert not np.array_equal(again, images)
-
-
-def test_pretrain_with_renders_per_caption_trains(tmp_path):
-    from itercomp.models import pretrain
-
-    cfg = _tiny_run_config(tmp_path, renders_per_caption=4, conditionings=("deep_fusion",), text_refiner_layers=1)
-    pretrain.run_pretrain(cfg)
-    history = json.loads((tmp_path / "run" / "dit_deep_fusion" / "history.json").read_text())["history"]
-    assert all(np.isfinite(h["loss"]) for h in history if "loss" in h)
-    assert (tmp_path / "run" / "members" / "base" / "done").is_file()
 
 
 def test_mixed_precision_bf16_autocasts_the_dit_forward_and_trains(tmp_path):

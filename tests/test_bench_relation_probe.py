@@ -25,7 +25,7 @@ def test_probe_reports_a_prompt_blind_model_at_zero(tmp_path):
     bench = load_bench("relation_probe")
     tokenizer = build_tokenizer()
     lm = build_language_model(len(tokenizer), LanguageModelConfig(hidden_size=32, num_layers=2, num_heads=2))
-    cfg = PretrainConfig(hidden_size=32, num_heads=2, stem_channels=8, num_inference_steps=2)
+    cfg = PretrainConfig(hidden_size=32, num_heads=2, conv_channels=(8, 16), num_inference_steps=2)
     dit = build_dit(cfg, "pooled", lm)  # zero-initialised output: predicts the same x0 for every prompt
     pipe = make_pipeline(tokenizer, lm, dit, cfg)
     pipe.set_progress_bar_config(disable=True)

@@ -174,7 +174,7 @@ def _tiny_base(folder: Path) -> Path:
         len(tokenizer), LanguageModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
     )
     torch.manual_seed(0)
-    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=32, num_layers=2, stem_channels=8)
+    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=32, num_layers=2, conv_channels=(8, 16))
     for p in dit.parameters():
         p.data.normal_(0, 0.05)
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)

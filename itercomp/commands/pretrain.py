@@ -19,6 +19,12 @@ def register(parser) -> None:
         type=Path,
         help="afterwards, copy the members here for shipping (fp16 DiTs, one shared LM), e.g. itercomp/weights",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its checkpoints (model, EMA, optimiser, data position and "
+        "schedule) with the settings it was started with; needed once the folder holds a run",
+    )
     parser.set_defaults(func=pretrain)
 
 
@@ -28,7 +34,7 @@ def pretrain(args) -> None:
     from itercomp.models.pretrain import export_weights, run_pretrain
 
     config = config_from_namespace(PretrainConfig, args)
-    run_pretrain(config)
-    if args.export:
+    result = run_pretrain(config, resume=args.resume)
+    if args.export and result["finished"]:
         for path in export_weights(Path(config.output_dir), args.export):
             print(f"exported {path}")

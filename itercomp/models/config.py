@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from itercomp.errors import ItercompError
 
@@ -15,17 +16,16 @@ MEMBER_NAMES = {"deep_fusion": "base", "pooled": "pooled", "last_layer": "last_l
 class PretrainConfig:
     """`itercomp pretrain`: the language model, then one DiT per conditioning, on ground-truth train renders."""
 
+    aliases: ClassVar[dict[str, str]] = {
+        "lr": "learning_rate",
+        "steps": "max_steps",
+        "grad_clip": "max_grad_norm",
+        "ema_max_decay": "ema_decay",
+    }
+
     output_dir: str = field(default="runs/pretrain", metadata={"help": "where every stage writes its output"})
     seed: int = field(default=0, metadata={"help": "seed of data, initialisation and batches"})
     num_images: int = field(default=40_000, metadata={"help": "ground-truth training renders (train split)"})
-    renders_per_caption: int = field(
-        default=1,
-        metadata={
-            "help": "draw each training caption this many times (num_images is a multiple of it); above 1 the DiT "
-            "learns the posterior mean over the caption's renders (stable target field), a lower-variance target "
-            "at high noise"
-        },
-    )
     canvas: int = field(default=32, metadata={"help": "image size in pixels"})
     streaming: bool = field(
         default=False,
@@ -68,47 +68,38 @@ class PretrainConfig:
     )
     hidden_size: int = field(default=128, metadata={"help": "DiT width"})
     num_heads: int = field(default=4, metadata={"help": "DiT attention heads"})
-    patch_size: int = field(default=4, metadata={"help": "pixels per patch side (32 px / 4 = an 8 x 8 token grid)"})
     mlp_ratio: float = field(default=3.0, metadata={"help": "DiT MLP width / hidden size"})
-    stem_channels: int = field(
-        default=0, metadata={"help": "channels of a full-resolution conv stem and head (0: linear patches, as JiT)"}
-    )
     conv_channels: tuple[int, ...] = field(
-        default=(),
+        default=(16, 32),
         metadata={
-            "help": "U-Net levels around the transformer: conv channels per halving of the resolution "
-            "(e.g. --conv_channels 16 32 with patch_size 4); empty: linear patches"
+            "help": "U-Net levels around the transformer: conv channels per halving of the resolution (16 32: "
+            "convolutions at 32 and 16 px, attention on the 8 x 8 grid)"
         },
     )
     text_whitening: bool = field(
         default=False,
         metadata={"help": "whiten each LM layer's states with their mean and covariance over the training captions"},
     )
-    text_refiner_layers: int = field(
-        default=0,
-        metadata={"help": "bidirectional transformer layers over the prompt's LM states before the DiT reads them"},
-    )
-    mix_ffn: bool = field(default=False, metadata={"help": "depthwise 3x3 conv over the token grid in each MLP (Sana)"})
     text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
     joint_text: bool = field(
         default=False,
         metadata={"help": "MMDiT text stream: every block updates the text tokens jointly with the image tokens"},
     )
-    preconditioning: str = field(default="", metadata={"help": "'edm': x0 = c_skip x_t + c_out F (EDM); '': none"})
-    sigma_data: float = field(default=0.5, metadata={"help": "data standard deviation of the EDM preconditioning"})
     prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
     loss_space: str = field(
         default="x0", metadata={"help": "'x0' (weights high noise: layout) or 'velocity' (weights fine detail)"}
     )
     # DiT optimisation
-    steps: int = field(default=3000, metadata={"help": "optimizer steps per DiT"})
-    batch_size: int = field(default=64, metadata={"help": "images per DiT step"})
-    lr: float = field(default=1e-3, metadata={"help": "DiT peak learning rate (warmup, then cosine)"})
+    max_steps: int = field(default=3000, metadata={"help": "optimizer steps per DiT"})
+    batch_size: int = field(default=16, metadata={"help": "images per DiT step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "DiT peak learning rate (warmup, then cosine)"})
     warmup_steps: int = field(default=100, metadata={"help": "linear learning-rate warmup steps"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate / peak"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
-    ema_max_decay: float = field(default=0.999, metadata={"help": "EMA decay of the weights that are shipped"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clipping"})
+    ema_decay: float = field(
+        default=0.999, metadata={"help": "EMA decay of the weights that are shipped (warmed up from 0)"}
+    )
     mixed_precision: str = field(
         default="no",
         metadata={
@@ -154,43 +145,25 @@ class PretrainConfig:
         unknown = [c for c in self.conditionings if c not in CONDITIONINGS]
         if unknown:
             raise ItercompError(f"unknown conditioning {unknown}; choose from {', '.join(CONDITIONINGS)}")
-        for name in (
-            "steps",
-            "batch_size",
-            "num_images",
-            "lm_steps",
-            "eval_prompts",
-            "eval_seeds",
-            "renders_per_caption",
-        ):
+        for name in ("max_steps", "batch_size", "num_images", "lm_steps", "eval_prompts", "eval_seeds"):
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_images % self.renders_per_caption:
-            raise ItercompError(
-                f"num_images={self.num_images} is not a multiple of renders_per_caption={self.renders_per_caption}"
-            )
         if self.prediction_type not in ("sample", "velocity"):
             raise ItercompError(f"prediction_type={self.prediction_type!r}; use 'sample' (x0) or 'velocity'")
-        if self.loss_space not in ("x0", "velocity", "edm"):
-            raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0', 'velocity' or 'edm'")
+        if self.loss_space not in ("x0", "velocity"):
+            raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0' or 'velocity'")
         if self.mixed_precision not in ("no", "bf16"):
             raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use 'no' or 'bf16'")
-        if self.preconditioning not in ("", "edm"):
-            raise ItercompError(f"preconditioning={self.preconditioning!r}; use 'edm' or '' (none)")
-        if self.conv_channels and 2 ** len(self.conv_channels) != self.patch_size:
-            raise ItercompError(
-                f"conv_channels={list(self.conv_channels)} halves the resolution {len(self.conv_channels)} times; "
-                f"set patch_size={2 ** len(self.conv_channels)} (got {self.patch_size})"
-            )
         for name in ("single_object_start", "single_object_end", "converse_captions"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ItercompError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.object_weight < 0:
             raise ItercompError(f"object_weight must be >= 0, got {self.object_weight}")
-        if self.streaming and self.renders_per_caption > 1:
-            raise ItercompError("renders_per_caption > 1 needs a fixed dataset; drop --streaming or set it to 1")
-        if self.canvas % self.patch_size:
-            raise ItercompError(f"canvas={self.canvas} must be a multiple of patch_size={self.patch_size}")
+        if not self.conv_channels or self.canvas % 2 ** len(self.conv_channels):
+            raise ItercompError(
+                f"conv_channels={list(self.conv_channels)}: give at least one level, and a canvas ({self.canvas} px) "
+                f"that halves {len(self.conv_channels)} times into a whole token grid"
+            )
 
     @property
     def lm(self):

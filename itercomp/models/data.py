@@ -21,21 +21,20 @@ LAYOUT_TRIES = 300
 
 
 def _render_chunk(args) -> tuple[np.ndarray, list[str]]:
-    seed, aspects, canvas, split, renders = args
+    seed, aspects, canvas, split = args
     rng = np.random.default_rng(seed)
     images, prompts = [], []
     for aspect in aspects:
         while True:
             scene = sample_scene(aspect, rng)
             text = scene.prompt()
-            if split_of(text) != split:
-                continue
-            try:
-                drawn = [draw(layout(scene, rng, canvas, max_tries=LAYOUT_TRIES), canvas) for _ in range(renders)]
+            try:  # a sampled scene may break a world rule (PromptError) or not fit the canvas
+                if split_of(text) != split:
+                    continue
+                images.append(draw(layout(scene, rng, canvas, max_tries=LAYOUT_TRIES), canvas))
             except PromptError:
                 continue
-            images += drawn
-            prompts += [text] * renders
+            prompts.append(text)
             break
     return np.stack(images), prompts
 
@@ -56,21 +55,13 @@ def render_dataset(
     canvas: int = DEFAULT_CANVAS,
     workers: int = 2,
     split: str = "train",
-    renders: int = 1,
 ) -> tuple[np.ndarray, list[str]]:
-    """`n` (image, prompt) pairs from one prompt split, aspects drawn by `mix`; deterministic for a seed.
-
-    With `renders` > 1 each prompt is drawn that many times in a row (different layouts, `n` a multiple of it):
-    the renders of one caption are what the posterior-mean training target averages over."""
-    if n % renders:
-        raise ValueError(f"{n} images do not split into groups of renders={renders}; use a multiple of it")
+    """`n` (image, prompt) pairs from one prompt split, aspects drawn by `mix`; deterministic for a seed."""
     mix = mix or DEFAULT_MIX
     rng = np.random.default_rng(seed)
-    aspects = list(rng.choice(ASPECTS, size=n // renders, p=[mix.get(a, 0.0) for a in ASPECTS]))
-    chunk = 500 // renders or 1
-    jobs = [
-        (seed * 1_000_003 + k, aspects[k : k + chunk], canvas, split, renders) for k in range(0, len(aspects), chunk)
-    ]
+    aspects = list(rng.choice(ASPECTS, size=n, p=[mix.get(a, 0.0) for a in ASPECTS]))
+    chunk = 500
+    jobs = [(seed * 1_000_003 + k, aspects[k : k + chunk], canvas, split) for k in range(0, len(aspects), chunk)]
     images, prompts = [], []
     for imgs, texts in tqdm(_rendered(jobs, workers), total=len(jobs), desc=f"render {split} data", unit="chunk"):
         images.append(imgs)
@@ -78,21 +69,17 @@ def render_dataset(
     return np.concatenate(images), prompts
 
 
-def load_or_render(
-    path: Path, n: int, seed: int = 0, canvas: int = DEFAULT_CANVAS, renders: int = 1
-) -> tuple[np.ndarray, list[str]]:
-    """The cached dataset at `path` if it has `n` images of this canvas and renders per caption, else render and
-    cache it."""
+def load_or_render(path: Path, n: int, seed: int = 0, canvas: int = DEFAULT_CANVAS) -> tuple[np.ndarray, list[str]]:
+    """The cached dataset at `path` if it has `n` images of this canvas, else render and cache it."""
     path = Path(path)
     if path.is_file():
         data = np.load(path, allow_pickle=False)
-        cached_renders = int(data["renders"]) if "renders" in data else 1
-        if len(data["prompts"]) == n and data["images"].shape[1] == canvas and cached_renders == renders:
+        if len(data["prompts"]) == n and data["images"].shape[1] == canvas:
             return data["images"], [str(p) for p in data["prompts"]]
-    images, prompts = render_dataset(n, seed, canvas=canvas, renders=renders)
+    images, prompts = render_dataset(n, seed, canvas=canvas)
     tmp = path.with_suffix(".tmp.npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(tmp, images=images, prompts=np.array(prompts), renders=np.array(renders))
+    np.savez(tmp, images=images, prompts=np.array(prompts))
     tmp.replace(path)
     return images, prompts
 

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from itercomp.errors import ItercompError
 from itercomp.io import atomic_dir, atomic_open, write_json
 from itercomp.models.config import MEMBER_NAMES, PretrainConfig
-from itercomp.models.data import mirror_prompt
+from itercomp.models.data import mirror_prompt, render_batch, sample_captions, single_object_share
 from itercomp.models.dit import CompositionDiT, whitening_from_covariance
 from itercomp.models.language import (
     build_language_model,
@@ -37,7 +37,7 @@ from itercomp.models.training import (
     ema_update,
     flow_interpolate,
     flow_loss,
-    posterior_mean,
+    object_pixel_weight,
     sample_timesteps,
 )
 from itercomp.schedules import cosine_factor
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
     """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
-    return cfg.lr * cosine_factor(step, cfg.steps, cfg.warmup_steps, floor=cfg.min_lr_ratio)
+    return cfg.learning_rate * cosine_factor(step, cfg.max_steps, cfg.warmup_steps, floor=cfg.min_lr_ratio)
 
 
 # ---- stage: language model ----------------------------------------------------------------------------------
@@ -88,22 +88,17 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
     return CompositionDiT(
         sample_size=cfg.canvas,
         in_channels=3,
-        patch_size=cfg.patch_size,
+        conv_channels=tuple(cfg.conv_channels),
         hidden_size=cfg.hidden_size,
         num_heads=cfg.num_heads,
         mlp_ratio=cfg.mlp_ratio,
-        text_dim=lm.config.hidden_size,
         num_layers=lm.config.num_hidden_layers,
-        stem_channels=cfg.stem_channels,
-        conv_channels=tuple(cfg.conv_channels),
-        text_whitening=cfg.text_whitening,
-        text_refiner_layers=cfg.text_refiner_layers,
+        text_dim=lm.config.hidden_size,
         conditioning=conditioning,
         prediction_type=cfg.prediction_type,
-        mix_ffn=cfg.mix_ffn,
-        preconditioning=cfg.preconditioning or None,
-        sigma_data=cfg.sigma_data,
+        text_whitening=cfg.text_whitening,
         text_positions=cfg.lm.max_length + 2 if cfg.text_positions else 0,
+        joint_text=cfg.joint_text,
     )
 
 
@@ -213,93 +208,150 @@ def encode_captions(cfg: PretrainConfig, tokenizer, lm, prompts: list[str], path
     return states
 
 
-def train_dit(
-    cfg, conditioning, tokenizer, lm, images, prompts, out: Path, eval_fn=None, prompt_states=None
-) -> CompositionDiT:
-    """Train one DiT with the given conditioning; resumes from `out/checkpoint.pt`; returns the EMA model.
-    `prompt_states` (from `encode_captions`) saves encoding the captions again."""
+class FixedData:
+    """Batches from a fixed set of renders (`num_images`), their captions' LM states computed once."""
+
+    def __init__(self, cfg: PretrainConfig, images: np.ndarray, prompts: list[str], states: PromptStates):
+        self.cfg, self.pixels, self.prompts, self.states = cfg, to_pixels(images), prompts, states
+
+    def describe(self) -> str:
+        return f"{len(self.pixels)} images ({self.cfg.batch_size * self.cfg.max_steps / len(self.pixels):.1f} epochs)"
+
+    def batch(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+        idx = rng.integers(len(self.pixels), size=self.cfg.batch_size)
+        return self.pixels[idx], [self.prompts[i] for i in idx]
+
+    def statistics(self):
+        return self.states.statistics()
+
+
+class StreamedData:
+    """Every batch rendered fresh (`streaming`): one-object scenes first, annealed to the full mix (the
+    curriculum), relations captioned from either object; the frozen LM encodes each batch's captions."""
+
+    def __init__(self, cfg: PretrainConfig, tokenizer, lm, layers: list[int]):
+        self.cfg, self.tokenizer, self.lm, self.layers = cfg, tokenizer, lm, layers
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (
+            f"{cfg.batch_size * cfg.max_steps} fresh images, one-object share {cfg.single_object_start:.2f} -> "
+            f"{cfg.single_object_end:.2f} over {cfg.curriculum_steps} steps, converse captions {cfg.converse_captions}"
+        )
+
+    def batch(self, step: int, rng: np.random.Generator):
+        cfg = self.cfg
+        share = single_object_share(step, cfg.single_object_start, cfg.single_object_end, cfg.curriculum_steps)
+        images, captions = render_batch(rng, cfg.batch_size, share, cfg.converse_captions, canvas=cfg.canvas)
+        return to_pixels(images), captions
+
+    @torch.no_grad()
+    def states(self, texts: list[str]):
+        hidden, mask = encode(self.lm, self.tokenizer, texts)
+        return tuple(h if k in self.layers else None for k, h in enumerate(hidden)), mask
+
+    def statistics(self, n: int = 8192):
+        """Whitening statistics over `n` captions of the curriculum's final mix."""
+        cfg = self.cfg
+        captions = sample_captions(n, cfg.seed + 7, cfg.single_object_end, cfg.converse_captions)
+        return PromptStates(self.lm, self.tokenizer, captions, self.layers).statistics()
+
+
+def checkpoint_state(model, ema, opt, step: int, history: list) -> dict:
+    """What a sitting needs to continue exactly: weights, EMA, optimiser (its moments in bfloat16 and the EMA
+    as a bfloat16 offset from the weights, to keep a checkpoint a third of its fp32 size), step and history.
+    The data position and the learning-rate schedule follow from the step (per-step random streams)."""
+    weights = model.state_dict()
+    optimizer = opt.state_dict()  # its per-parameter dicts are the optimiser's own: copy, never modify
+    optimizer["state"] = {
+        k: {name: v.bfloat16() if name in ("exp_avg", "exp_avg_sq") else v for name, v in moments.items()}
+        for k, moments in optimizer["state"].items()
+    }
+    ema_offset = {k: (v - weights[k]).bfloat16() if v.is_floating_point() else v for k, v in ema.state_dict().items()}
+    return {"model": weights, "ema_offset": ema_offset, "optimizer": optimizer, "step": step,
+            "history": json.dumps(history)}  # fmt: skip
+
+
+def load_checkpoint(path: Path, model, ema, opt) -> tuple[int, list]:
+    state = torch.load(path, weights_only=True)
+    model.load_state_dict(state["model"])
+    if "ema" in state:  # checkpoints of earlier versions kept the EMA and moments in fp32
+        ema.load_state_dict(state["ema"])
+    else:
+        weights = state["model"]
+        ema.load_state_dict({k: weights[k] + v.float() if v.is_floating_point() else v
+                             for k, v in state["ema_offset"].items()})  # fmt: skip
+    for moments in state["optimizer"]["state"].values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            moments[key] = moments[key].float()
+    opt.load_state_dict(state["optimizer"])
+    return state["step"], json.loads(state["history"])
+
+
+def train_dit(cfg, conditioning, tokenizer, lm, data, out: Path, eval_fn=None) -> CompositionDiT | None:
+    """Train one DiT with the given conditioning on `data` (`FixedData` or `StreamedData`); resumes from
+    `out/checkpoint.pt`; returns the EMA model, or None when `sitting_minutes` ran out first (checkpoint saved)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_dit(cfg, conditioning, lm)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     start, history = 0, []
     checkpoint = out / "checkpoint.pt"
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = state["step"], json.loads(state["history"])
+        start, history = load_checkpoint(checkpoint, model, ema, opt)
         logger.info("resuming %s from step %d", conditioning, start)
-    params = sum(p.numel() for p in model.parameters())
-    print(
-        f"DiT[{conditioning}]: {params / 1e6:.2f}M parameters, {len(images)} images, batch {cfg.batch_size}, "
-        f"steps {start}->{cfg.steps} ({cfg.batch_size * cfg.steps / len(images):.1f} epochs)"
-    )
-    pixels = to_pixels(images)
-    if eval_fn is None and cfg.eval_every:
-        eval_fn = probe_on_val(cfg, tokenizer, lm)
-    layers = layers_read(conditioning, lm.config.num_hidden_layers)
-    if prompt_states is None:
-        prompt_states = PromptStates(lm, tokenizer, training_captions(cfg, prompts), layers)
-    else:
-        prompt_states = prompt_states.select(layers)
-    if cfg.text_whitening and start == 0:  # a resumed run has them in its checkpoint
-        mean, covariance = prompt_states.statistics()
+    elif cfg.text_whitening:  # a resumed run has them in its checkpoint
+        mean, covariance = data.statistics()
         for m in (model, ema):
             m.set_text_statistics(mean, whitening_from_covariance(covariance))
-    bar = tqdm(range(start, cfg.steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.steps)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"DiT[{conditioning}]: {params / 1e6:.2f}M parameters, batch {cfg.batch_size}, steps {start}->{cfg.max_steps}, "
+          f"{data.describe()}")  # fmt: skip
+    if eval_fn is None and cfg.eval_every:
+        eval_fn = probe_on_val(cfg, tokenizer, lm)
+    bar = tqdm(range(start, cfg.max_steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.max_steps)
     started = time.perf_counter()
     for step in bar:
         # Per-step streams: a resumed run draws exactly the batches, timesteps and noise of an uninterrupted one.
         rng = np.random.default_rng([cfg.seed, step])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        idx = rng.integers(len(pixels), size=cfg.batch_size)
-        x0 = pixels[idx]
-        texts = [prompts[i] for i in idx]
-        renders = cfg.renders_per_caption
-        # The renders of each sample's caption (consecutive in the data), for the posterior-mean target.
-        references = pixels[(idx // renders * renders)[:, None] + np.arange(renders)] if renders > 1 else None
+        x0, texts = data.batch(step, rng)
         if cfg.mirror:
             flip = rng.random(cfg.batch_size) < 0.5
             x0[flip] = x0[flip].flip(-1)
-            if references is not None:
-                references[flip] = references[flip].flip(-1)
             texts = [mirror_prompt(t) if f else t for t, f in zip(texts, flip)]
         texts = ["" if d else t for t, d in zip(texts, rng.random(cfg.batch_size) < cfg.caption_dropout)]
-        hidden_states, mask = prompt_states(texts)
+        hidden_states, mask = data.states(texts)
         t = sample_timesteps(cfg.batch_size, generator, cfg.timestep_mean, cfg.timestep_std)
         noise = torch.randn(x0.shape, generator=generator)
         x_t = flow_interpolate(x0, noise, t)
-        target = None if references is None else posterior_mean(x_t, t, references)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
             output = model(x_t, t * 1000, hidden_states, mask)
-        loss = flow_loss(output.float(), x0, noise, t, cfg.prediction_type, cfg.loss_space, cfg.sigma_data, target)
+        weight = object_pixel_weight(x0, cfg.object_weight) if cfg.object_weight else None
+        loss = flow_loss(output.float(), x0, noise, t, cfg.prediction_type, cfg.loss_space, pixel_weight=weight)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        ema_update(ema, model, ema_decay(step, cfg.ema_max_decay))
+        ema_update(ema, model, ema_decay(step, cfg.ema_decay))
         if step % 25 == 0:
-            history.append({"step": step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_at(step, cfg)})
+            history.append({"step": step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_at(step, cfg),
+                            "seconds": time.perf_counter() - started})  # fmt: skip
             bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            state = {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "step": done,
-                "history": json.dumps(history),
-            }
+        out_of_time = cfg.sitting_minutes and time.perf_counter() - started > 60 * cfg.sitting_minutes
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or out_of_time:
             with atomic_open(checkpoint, "wb") as f:
-                torch.save(state, f)
-        if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                torch.save(checkpoint_state(model, ema, opt, done, history), f)
+        if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.max_steps):
             history.append({"step": done, "eval": eval_fn(ema)})
             print(f"step {done}: {history[-1]['eval']}")
+        if out_of_time and done < cfg.max_steps:
+            print(f"sitting over after {cfg.sitting_minutes} min at step {done}; continue with --resume")
+            return None
     write_json(out / "history.json", {"history": history, "seconds_this_run": time.perf_counter() - started})
     return ema
 
@@ -349,33 +401,76 @@ def evaluate_members(cfg: PretrainConfig, members: dict[str, Path], out: Path) -
     return results
 
 
-def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> None:
-    """Train one conditioning's DiT and save it as a pipeline; loads the run's data and LM when not given."""
+def load_training_data(cfg: PretrainConfig, root: Path) -> tuple[np.ndarray | None, list[str]]:
+    """(images, captions): the fixed renders and their prompts, or with `streaming` no images and a sample of
+    the stream's captions (what the language model trains on)."""
+    if cfg.streaming:
+        share = (cfg.single_object_start + cfg.single_object_end) / 2
+        return None, sample_captions(cfg.num_images, cfg.seed, share, cfg.converse_captions)
+    from itercomp.models.data import load_or_render
+
+    return load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas)
+
+
+def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> bool:
+    """Train one conditioning's DiT and save it as a pipeline; loads the run's data and LM when not given.
+    False when the sitting ended first."""
     cfg, conditioning = job
     root = Path(cfg.output_dir)
     if lm is None:  # a worker process of `parallel`
-        from itercomp.models.data import load_or_render
-
         torch.set_num_threads(1)
-        images, prompts = load_or_render(
-            root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas, cfg.renders_per_caption
-        )
+        images, prompts = load_training_data(cfg, root)
         tokenizer, lm = train_language_model(cfg, prompts, root / "lm")
-    states = encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt")
-    ema = train_dit(
-        cfg, conditioning, tokenizer, lm, images, prompts, root / f"dit_{conditioning}", prompt_states=states
-    )
+    layers = layers_read(conditioning, lm.config.num_hidden_layers)
+    if cfg.streaming:
+        data = StreamedData(cfg, tokenizer, lm, layers)
+    else:
+        states = encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt").select(layers)
+        data = FixedData(cfg, images, prompts, states)
+    ema = train_dit(cfg, conditioning, tokenizer, lm, data, root / f"dit_{conditioning}")
+    if ema is None:
+        return False
     save_member(make_pipeline(tokenizer, lm, ema, cfg), root / "members" / MEMBER_NAMES[conditioning])
+    return True
 
 
-def run_pretrain(cfg: PretrainConfig) -> dict:
-    """data -> language model -> one DiT per conditioning -> test evaluation; each finished stage is skipped."""
+# Settings a resumed run may change: they do not alter what has been trained so far (`steps` extends or
+# shortens the cosine schedule from the current step on).
+RESUMABLE_CHANGES = ("max_steps", "threads", "parallel", "sitting_minutes", "checkpoint_every", "eval_every",
+                     "eval_prompts", "eval_seeds", "conditionings")  # fmt: skip
+
+
+def check_resume(cfg: PretrainConfig, root: Path, resume: bool) -> None:
+    """A folder that holds a run is continued only with `resume`, and only with the settings it was started
+    with (apart from RESUMABLE_CHANGES)."""
+    from itercomp.config import config_from_dict, read_yaml, to_dict
+
+    saved_path = root / "config.yaml"
+    if not saved_path.is_file():
+        return
+    if not resume:
+        raise ItercompError(
+            f"{root} already holds a pretraining run; pass --resume to continue it, or choose another --output_dir"
+        )
+    saved, new = to_dict(config_from_dict(PretrainConfig, read_yaml(saved_path))), to_dict(cfg)
+    changed = sorted(k for k in new if k not in RESUMABLE_CHANGES and saved.get(k) != new[k])
+    if changed:
+        raise ItercompError(
+            f"--resume with settings that differ from the run in {root}: "
+            + ", ".join(f"{k}={new[k]!r} (run: {saved.get(k)!r})" for k in changed)
+            + f"; drop them (a resumed run may change only {', '.join(RESUMABLE_CHANGES)})"
+        )
+
+
+def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
+    """data -> language model -> one DiT per conditioning -> test evaluation; each finished stage is skipped.
+    With `sitting_minutes` the DiTs stop with a checkpoint after that long; `resume` continues them."""
     from itercomp.config import save_config
-    from itercomp.models.data import load_or_render
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     root = Path(cfg.output_dir)
+    check_resume(cfg, root, resume)
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root / "config.yaml")
     timings_path = root / "timings.json"
@@ -388,11 +483,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         write_json(timings_path, timings)
         return result
 
-    images, prompts = timed(
-        "data", lambda: load_or_render(root / "data.npz", cfg.num_images, cfg.seed, cfg.canvas, cfg.renders_per_caption)
-    )
+    images, prompts = timed("data", lambda: load_training_data(cfg, root))
     tokenizer, lm = timed("language_model", lambda: train_language_model(cfg, prompts, root / "lm"))
-    timed("caption_states", lambda: encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt"))
+    if not cfg.streaming:
+        timed("caption_states", lambda: encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt"))
     members = {MEMBER_NAMES[c]: root / "members" / MEMBER_NAMES[c] for c in cfg.conditionings}
     todo = [c for c in cfg.conditionings if not (members[MEMBER_NAMES[c]] / "done").is_file()]
     if todo and cfg.parallel > 1:
@@ -400,14 +494,20 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(min(cfg.parallel, len(todo))) as pool:
-            timed("dits_parallel", lambda: pool.map(_train_member, [(cfg, c) for c in todo]))
+            finished = timed("dits_parallel", lambda: pool.map(_train_member, [(cfg, c) for c in todo]))
     else:
-        for conditioning in todo:
-            timed(f"dit_{conditioning}", lambda c=conditioning: _train_member((cfg, c), tokenizer, lm, images, prompts))
+        finished = [
+            timed(f"dit_{c}", lambda c=c: _train_member((cfg, c), tokenizer, lm, images, prompts)) for c in todo
+        ]
+    if not all(finished):
+        print(f"the sitting ended before every DiT finished; continue with: itercomp pretrain --resume "
+              f"--output-dir {root} (and the same settings)")  # fmt: skip
+        return {"members": {}, "eval": {}, "timings": timings, "finished": False}
     results = timed("evaluation", lambda: evaluate_members(cfg, members, root / "eval_test.json"))
     training = sum(v for k, v in timings.items() if k != "evaluation")
     print(f"pretraining took {training / 60:.1f} min (+ {timings.get('evaluation', 0) / 60:.1f} min evaluation)")
-    return {"members": {k: str(v) for k, v in members.items()}, "eval": results, "timings": timings}
+    return {"members": {k: str(v) for k, v in members.items()}, "eval": results, "timings": timings,
+            "finished": True}  # fmt: skip
 
 
 def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:

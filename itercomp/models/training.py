@@ -55,29 +55,6 @@ def output_to_x0(output, x_t, sigma, prediction_type: str) -> torch.Tensor:
     return predict_x0(x_t, output, sigma)
 
 
-def edm_scalings(t: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """EDM's preconditioning (Karras et al., 2022) on the flow path x_t = (1 - t) x0 + t noise, for data of
-    standard deviation `sigma_data`: x0 = c_skip x_t + c_out F(c_in x_t), with the network input and its
-    target F both of unit variance at every t. Returns (c_in, c_skip, c_out), shaped like t."""
-    a = 1 - t
-    norm = torch.sqrt(a**2 * sigma_data**2 + t**2)
-    return 1 / norm, a * sigma_data**2 / norm**2, sigma_data * t / norm
-
-
-def posterior_mean(x_t: torch.Tensor, t: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """E[x0 | x_t] when x0 is one of `references` (B, K, C, H, W) with equal prior weight: the stable target
-    field of Xu et al. (ICLR 2023), here over K renders of the sample's own caption.
-
-    On the flow path x_t = (1 - t) x0 + t noise, reference k explains x_t with likelihood
-    exp(-|x_t - (1 - t) r_k|^2 / (2 t^2)). At high noise the weights are even and the target is the caption's
-    mean image, a K-fold lower-variance estimate of what the model should predict there (where the layout is
-    decided from the prompt alone); at low noise the weight falls on the reference that made x_t."""
-    t = t.view(-1, 1, *([1] * (x_t.ndim - 1)))
-    distance = (x_t[:, None] - (1 - t) * references).square().flatten(2).sum(-1)
-    weights = torch.softmax(-distance / (2 * t.flatten(1).square().clamp(min=1e-8)), dim=1)
-    return torch.einsum("bk,bk...->b...", weights, references)
-
-
 def flow_loss(
     output,
     x0,
@@ -85,8 +62,6 @@ def flow_loss(
     t,
     prediction_type: str,
     space: str = "velocity",
-    sigma_data: float = 0.5,
-    target: torch.Tensor | None = None,
     per_image: bool = False,
     pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -94,10 +69,8 @@ def flow_loss(
 
     They differ only in how they weight noise levels: the velocity error of an x0 prediction is its x0 error
     over t, so velocity space stresses low noise (fine detail) and x0 space high noise, where the layout and the
-    binding of colours to shapes are decided; "edm" divides the x0 error by EDM's c_out(t)^2, between the two
-    (1/t^2 at low noise, 1/sigma_data^2 at high noise).
+    binding of colours to shapes are decided.
 
-    `target` replaces x0 as what the model should predict from x_t (`posterior_mean`); x_t is still made of x0.
     `per_image` returns one loss per image instead of the mean (Diffusion-DPO compares images).
     `pixel_weight` (B, 1, H, W) multiplies each pixel's squared error (`object_pixel_weight`).
     """
@@ -108,18 +81,12 @@ def flow_loss(
         return error.flatten(1).mean(1) if per_image else error.mean()
 
     x_t = flow_interpolate(x0, noise, t)
-    velocity_target = flow_target(x0, noise) if target is None else (x_t - target) / _per_sample(t, x_t)
-    x0 = x0 if target is None else target
-    if space == "edm":  # x0 error over c_out^2: the error of the preconditioned network's unit-variance target
-        c_out = edm_scalings(t.clamp(min=MIN_SIGMA), sigma_data)[2].view(-1, *([1] * (x0.ndim - 1)))
-        error = (output_to_x0(output, x_t, t, prediction_type) - x0) / c_out
-        return mean(error.square())
     if space == "x0":
         return mean((output_to_x0(output, x_t, t, prediction_type) - x0).square())
     if space == "velocity":
         velocity = output_to_velocity(output, x_t, t, prediction_type)
-        return mean((velocity - velocity_target).square())
-    raise ValueError(f"loss space {space!r}; expected 'velocity', 'x0' or 'edm'")
+        return mean((velocity - flow_target(x0, noise)).square())
+    raise ValueError(f"loss space {space!r}; expected 'velocity' or 'x0'")
 
 
 def object_pixel_weight(x0: torch.Tensor, weight: float, background: float = -1.0) -> torch.Tensor:
