@@ -364,7 +364,9 @@ def add_field_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "") 
         if kind == "section":
             add_field_arguments(parser, inner, prefix=f"{dest}.")
             continue
-        kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "") + _default_text(f)}
+        text = f.metadata.get("help", "")
+        text += "" if "(default" in text else _default_text(f)  # a help that explains its default keeps it
+        kwargs = {"dest": dest, "default": argparse.SUPPRESS, "help": text}
         if kind == "scalar" and inner is bool:
             kwargs["action"] = BooleanFlag
         elif kind == "sequence":

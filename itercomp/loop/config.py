@@ -29,7 +29,6 @@ RESERVED = {"rewards": ("rankings", "output_dir", "aspects", "init_from"), "fine
 # Settings that may differ when a run is resumed: how far to go and how to wait, not what is computed.
 RESUMABLE = ("rounds", "human_wait_minutes", "human_serve", "serve_host", "serve_port", "threads")
 SHIPPED = "shipped"  # `reward_init` value meaning the reward models shipped in the package
-MAX_CANDIDATES = 26  # the annotation app labels candidates A..Z
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 # A recipe's own run (its output folder, seed and machine) is not the loop's: the loop sets those per round.
 RECIPE_RUN_KEYS = ("output_dir", "seed", "cpu", "threads")
