@@ -15,7 +15,7 @@ plain denoising loss (batch 16, the same learning rate rule, EMA): the perfect-d
 the base model can move at all with that much signal.
 
 Steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
-samples batch_size x samples_per_prompt; one of refl samples batch_size). Each mode's learning rate, batch and
+samples batch_size x the mode's samples per prompt; one of refl samples batch_size). Each mode's learning rate, batch and
 group come from MODES (the largest tried that did not break the model here; --lr overrides all). The fine-tuned
 model and the base are sampled on the same test prompts and seeds, and scored by the oracle; differences are
 paired per (prompt, seed), with standard errors. Writes JSON and prints a table.
@@ -38,21 +38,24 @@ ROOT = Path(__file__).resolve().parents[1]
 # model (batch = prompts per step; a black-box step samples batch x group).
 MODES = {
     "refl": {"learning_rate": 1e-4, "batch_size": 8},
-    "select": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4},
-    "dpo": {"learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 4, "dpo_beta": 100.0},
+    "select": {"learning_rate": 1e-4, "batch_size": 4, "select": {"samples_per_prompt": 4}},
+    "dpo": {"learning_rate": 1e-4, "batch_size": 4, "dpo": {"samples_per_prompt": 4, "beta": 100.0}},
     "grpo": {
-        "learning_rate": 1e-4, "batch_size": 4, "samples_per_prompt": 8, "num_inference_steps": 10,
-        "grpo_train_steps": 3, "sde_noise_level": 0.7,
+        "learning_rate": 1e-4, "batch_size": 4, "num_inference_steps": 10,
+        "grpo": {"group_size": 8, "train_steps": 3, "noise_level": 0.7},
     },
 }  # fmt: skip
 # The loop's fine-tuning defaults (itercomp.loop.config) that every mode shares.
-SHARED = {"guidance_scale": 3.0, "grad_guidance_scale": 3.0, "num_inference_steps": 20, "ema_decay": 0.99,
+SHARED = {"guidance_scale": 3.0, "window": {"grad_guidance_scale": 3.0}, "num_inference_steps": 20, "ema_decay": 0.99,
           "pretrain_loss_weight": 0.1, "regulariser_data": "shapes", "regulariser_samples": 512, "eval_prompts": 0,
           "checkpoint_every": 0, "cpu": True}  # fmt: skip
 
 
 def images_per_step(settings: dict) -> int:
-    return settings["batch_size"] * settings.get("samples_per_prompt", 1)
+    """batch_size x the images a black-box mode samples per prompt (its section's samples_per_prompt or GRPO's
+    group_size; 1 for refl)."""
+    sizes = {**settings.get("select", {}), **settings.get("dpo", {}), **settings.get("grpo", {})}
+    return settings["batch_size"] * sizes.get("samples_per_prompt", sizes.get("group_size", 1))
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -88,18 +91,19 @@ def evaluate(pipe, prompts, seeds) -> list[dict]:
 
 
 def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
-    from itercomp.finetune import FeedbackConfig, finetune
-    from itercomp.finetune.job import load_pipeline, load_rewards
-    from itercomp.finetune.oracle_reward import OracleReward
+    from itercomp.commands.finetune import load_reward_fn
+    from itercomp.finetune import FeedbackRunConfig, finetune
+    from itercomp.finetune.job import load_pipeline
     from itercomp.world import generate_prompts
 
     settings = {**SHARED, **MODES[mode], **({"learning_rate": args.lr} if args.lr else {})}
     steps = max(1, round(args.images / images_per_step(settings)))
     out = Path(args.work) / f"{mode}-{reward}"
-    config = FeedbackConfig(
-        **settings, grad_mode=mode, max_steps=steps, output_dir=str(out), resume=False, threads=args.threads
-    )
-    reward_fn = OracleReward() if reward == "oracle" else load_rewards(args.rewards, config.reward_weights)
+    config = FeedbackRunConfig(
+        **settings, grad_mode=mode, max_steps=steps, output_dir=str(out), resume=False, threads=args.threads,
+        reward=reward, rewards=args.rewards,
+    )  # fmt: skip
+    reward_fn = load_reward_fn(config)
     train = [p for a in REWARD_ASPECTS for p in generate_prompts(a, "train", 500)]
     pipe = load_pipeline(args.base)
     started = time.perf_counter()

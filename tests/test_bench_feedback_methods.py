@@ -35,8 +35,9 @@ def test_paired_differences_and_their_standard_error():
 def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch, shapes_pipe):
     shapes_pipe.save_pretrained(tmp_path / "base")
     monkeypatch.setattr(bench, "SHARED", {**bench.SHARED, "num_inference_steps": 3, "regulariser_samples": 8})
-    tiny = {m: {**s, "batch_size": 1, "samples_per_prompt": 2} for m, s in bench.MODES.items() if m != "refl"}
-    tiny["grpo"].update(num_inference_steps=3, grpo_train_steps=1)
+    small = {"select": {"samples_per_prompt": 2}, "dpo": {"samples_per_prompt": 2}, "grpo": {"group_size": 2}}
+    tiny = {m: {**bench.MODES[m], "batch_size": 1, m: {**bench.MODES[m][m], **small[m]}} for m in small}
+    tiny["grpo"].update(num_inference_steps=3, grpo={**tiny["grpo"]["grpo"], "train_steps": 1})
     monkeypatch.setattr(bench, "MODES", {**bench.MODES, **tiny})
     out = tmp_path / "r.json"
     argv = ["--modes", "select", "dpo", "grpo", "--rewards", "oracle", "--images", "4", "--eval-prompts", "1"]
