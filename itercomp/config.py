@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import sys
 import textwrap
 import types
 import typing
@@ -124,10 +125,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def _fold_bool_values(self, args):
         """`--cpu true` (the spelling before on/off options became flags) -> `--cpu`; `--cpu false` -> `--no-cpu`."""
-        if args is None:
-            import sys
-
-            args = sys.argv[1:]
+        args = sys.argv[1:] if args is None else args
         out, args = [], list(args)
         while args:
             arg = args.pop(0)
