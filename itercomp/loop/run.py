@@ -349,11 +349,11 @@ def sampling_settings(run: Run) -> dict:
     """Fine-tune the model the way it is sampled in the gallery and the evaluation: the base member's steps and
     guidance (also in the steps with gradient), for the FeedbackConfig fields that exist."""
     call = run.base.config.call
-    settings = {k: call[k] for k in ("num_inference_steps", "guidance_scale") if k in call}
-    if "guidance_scale" in settings:
-        settings["grad_guidance_scale"] = settings["guidance_scale"]
     known = {f.name for f in dataclasses.fields(run.feedback_config_cls)}
-    return {k: v for k, v in settings.items() if k in known}
+    settings = {k: call[k] for k in ("num_inference_steps", "guidance_scale") if k in call and k in known}
+    if "guidance_scale" in settings and "window" in known:  # the steps with gradient of refl / draft / alignprop
+        settings["window"] = {"grad_guidance_scale": settings["guidance_scale"]}
+    return settings
 
 
 def finetune_summary(metrics: dict) -> dict:
