@@ -353,7 +353,7 @@ def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
     assert "reward models' mean score" in format_table(report).splitlines()[3]
     if mode == "dpo":
         used = json.loads((RunLayout(out).stage(1, "model") / "metrics.json").read_text())["config"]
-        assert used["preference_pairs"] == str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")
+        assert used["dpo"]["preference_pairs"] == str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")
     tuned = ShapesDiTPipeline.from_pretrained(RunLayout(out).pipeline(1)).transformer.state_dict()
     base = ShapesDiTPipeline.from_pretrained(world / "base").transformer.state_dict()
     assert any(not torch.equal(tuned[name], base[name]) for name in base)

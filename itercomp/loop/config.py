@@ -145,10 +145,11 @@ def check_section(name: str, values: dict) -> dict:
 
 
 def section_config(name: str, values: dict, cls, **loop_fields):
-    """An instance of the stage's own config class from a section plus the fields the loop sets."""
+    """An instance of the stage's own config class from a section plus the fields the loop sets (merged into
+    the stage's own sections key by key)."""
     values = check_section(name, loader.canonical_values(cls, values, name))
     try:
-        return cls(**loader.coerce_values(cls, {**values, **loop_fields}, name))
+        return cls(**loader.coerce_values(cls, loader.merge_values(values, loop_fields), name))
     except TypeError as e:
         raise ItercompError(f"{name}: {e}") from None
 

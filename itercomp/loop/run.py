@@ -329,9 +329,10 @@ def finetune_model(run: Run, k: int) -> dict:
         rewards, source = rewards.to(pipe.device).eval().requires_grad_(False), f"the round-{k} reward models"
     prompts = finetune_prompts(config)
     loop_fields = {} if "seed" in config.finetune else {"seed": config.seed + k}
-    if config.finetune.get("grad_mode") == "dpo" and "preference_pairs" not in config.finetune:
+    dpo = config.finetune.get("dpo") or {}
+    if config.finetune.get("grad_mode", config.recipe().get("grad_mode")) == "dpo" and "preference_pairs" not in dpo:
         # DPO learns from the round's rankings directly (plus the current model's own samples ranked by reward)
-        loop_fields["preference_pairs"] = str(run.layout.stage(k, "rankings") / "rankings.jsonl")
+        loop_fields["dpo"] = {"preference_pairs": str(run.layout.stage(k, "rankings") / "rankings.jsonl")}
     feedback = feedback_config(
         config, run.feedback_config_cls, sampling_settings(run), output_dir=str(folder), **loop_fields
     )
