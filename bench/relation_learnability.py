@@ -1,6 +1,6 @@
 """Benchmark: how fast can a DiT variant learn to read a spatial relation at all?
 
-python bench/relation_learnability.py --variants base positions joint joint_positions --steps 800
+python bench/relation_learnability.py --steps 1200
 
 The question isolated from everything else a base model must learn: at t = 1 (pure noise, where the layout is
 chosen) the best x0 prediction for "A <rel> B" is the mean of the prompt's renders, which puts A's colour on the
@@ -9,11 +9,10 @@ mirrors), with the mean of `--renders` renders per prompt as the target. Every `
 relation sensitivity of its x0 on val prompts as a share of the renders' mean (`bench/relation_probe.py`'s
 statistic: 1 = the rule is read, 0 = ignored), and the share on train prompts (fit vs rule).
 
-The variants differ only in how the text tokens reach the image (all read the shipped language model, whitened):
-- base: every block reads its LM layer as extra keys/values (the shipped design);
-- positions: + learned absolute positions on the LM states (a token's role: subject or object);
-- joint: MMDiT text stream, which every block updates jointly with the image (a colour word can read the relation);
-- joint_positions: both.
+A variant is a set of CompositionDiT options on the shipped trunk, which reads the shipped language model's
+states, whitened. `base` is the shipped design. Commit fa89bd0 also had `positions` (learned absolute positions on
+the LM states) and `joint` / `joint_positions` (an MMDiT text stream that every block updates jointly with the
+image); docs/base_model.md has what they measured, and why they left.
 """
 
 from __future__ import annotations
@@ -37,12 +36,7 @@ from itercomp.world.scene import parse
 
 from relation_probe import FLIP, relation_statistic  # noqa: E402  (a sibling bench script)
 
-VARIANTS = {
-    "base": {},
-    "positions": {"text_positions": 48},
-    "joint": {"joint_text": True},
-    "joint_positions": {"joint_text": True, "text_positions": 48},
-}
+VARIANTS = {"base": {}}
 
 
 def mean_renders(prompts: list[str], renders: int) -> torch.Tensor:

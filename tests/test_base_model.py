@@ -67,8 +67,6 @@ def test_deep_fusion_reads_any_causal_lm_layer_count():
     "options",
     [
         {},
-        {"text_positions": True},
-        {"joint_text": True, "text_positions": True},
         {"conv_channels": (8,), "canvas": 16, "text_whitening": True},
     ],
 )
@@ -84,7 +82,7 @@ def test_ablations_share_the_trunk_and_all_blocks_get_gradients(options):
 
 
 def test_conv_levels_round_trip_and_refuse_a_canvas_they_cannot_halve(tmp_path):
-    tokenizer, lm, dit, _ = _tiny(joint_text=True, text_positions=True)
+    tokenizer, lm, dit, _ = _tiny()
     for p in dit.parameters():
         p.data.normal_(0, 0.05)
     hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
@@ -163,14 +161,6 @@ def test_probe_caption_gap_is_zero_for_a_model_that_ignores_its_prompt():
     assert gap[0] == 0 and gap[1] != 0
 
 
-def test_text_positions_refuse_a_prompt_longer_than_the_table():
-    tokenizer, lm, dit, _ = _tiny(text_positions=True)
-    hidden_states, mask = encode(lm, tokenizer, ["a red circle above a blue cross"])
-    long = tuple(torch.cat([h] * 20, dim=1) for h in hidden_states)
-    with pytest.raises(ValueError, match="text_positions"):
-        dit(torch.randn(1, 3, 32, 32), torch.tensor([300.0]), long, torch.cat([mask] * 20, dim=1))
-
-
 def test_caption_states_save_load_and_select(tmp_path):
     from itercomp.models.pretrain import PromptStates
 
@@ -235,7 +225,7 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     from itercomp.models import pretrain
 
     # the options on, and the denoising probe every 2 steps
-    cfg = _tiny_run_config(tmp_path, text_positions=True, text_whitening=True, object_weight=2.0, eval_every=2)
+    cfg = _tiny_run_config(tmp_path, text_whitening=True, object_weight=2.0, eval_every=2)
     result = pretrain.run_pretrain(cfg)
     run = tmp_path / "run"
     assert (run / "caption_states.pt").is_file()  # encoded once, shared by the three DiTs
@@ -332,8 +322,7 @@ def test_streamed_pretraining_runs_in_sittings_and_resumes(tmp_path):
     from itercomp.models import pretrain
 
     cfg = _tiny_run_config(tmp_path, conditionings=("deep_fusion",), streaming=True, curriculum_steps=2,
-                           converse_captions=0.5, object_weight=3.0, joint_text=True, text_positions=True,
-                           text_whitening=True, max_steps=4)  # fmt: skip
+                           converse_captions=0.5, object_weight=3.0, text_whitening=True, max_steps=4)  # fmt: skip
     short = _tiny_run_config(tmp_path, **{**cfg.__dict__, "sitting_minutes": 1e-6})
     first = pretrain.run_pretrain(short)  # the sitting ends after one step, with a checkpoint
     assert not first["finished"] and not (tmp_path / "run" / "members").exists()
@@ -386,25 +375,6 @@ def test_object_pixel_weight_counts_objects_not_background():
     plain = flow_loss(output, x0, noise, t, "sample", "x0")
     weighted = flow_loss(output, x0, noise, t, "sample", "x0", pixel_weight=weight)
     assert weighted == pytest.approx(5 * plain)
-
-
-def test_joint_text_stream_reads_every_parameter_and_masks_padding():
-    dit = CompositionDiT(hidden_size=32, num_heads=2, text_dim=16, num_layers=3,
-                         conv_channels=(8, 16), joint_text=True, text_positions=12)  # fmt: skip
-    hidden = tuple(torch.randn(2, 7, 16) for _ in range(4))
-    mask = torch.ones(2, 7, dtype=torch.bool)
-    mask[1, 5:] = False
-    out = dit(torch.randn(2, 3, 32, 32), torch.tensor([500.0, 900.0]), hidden, mask)
-    out.square().mean().backward()
-    assert [n for n, p in dit.named_parameters() if p.grad is None] == []
-    # Padding changes nothing: the second prompt's padded tokens are replaced by garbage.
-    changed = tuple(h.clone() for h in hidden)
-    for h in changed:
-        h[1, 5:] = 100.0
-    with torch.no_grad():
-        a = dit(torch.ones(2, 3, 32, 32), torch.tensor([500.0, 900.0]), hidden, mask)
-        b = dit(torch.ones(2, 3, 32, 32), torch.tensor([500.0, 900.0]), changed, mask)
-    assert torch.allclose(a[1], b[1], atol=1e-5)
 
 
 def test_saved_pipeline_loads_in_a_fresh_process(tmp_path):

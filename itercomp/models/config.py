@@ -80,11 +80,6 @@ class PretrainConfig:
         default=False,
         metadata={"help": "whiten each LM layer's states with their mean and covariance over the training captions"},
     )
-    text_positions: bool = field(default=False, metadata={"help": "learned absolute positions on the LM states read"})
-    joint_text: bool = field(
-        default=False,
-        metadata={"help": "MMDiT text stream: every block updates the text tokens jointly with the image tokens"},
-    )
     prediction_type: str = field(default="sample", metadata={"help": "'sample' (x0, as JiT) or 'velocity'"})
     loss_space: str = field(
         default="x0", metadata={"help": "'x0' (weights high noise: layout) or 'velocity' (weights fine detail)"}

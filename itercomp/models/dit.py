@@ -9,14 +9,13 @@ the layout. Timestep conditioning is adaLN-Zero.
 - "last_layer": every block reads the LM's last layer only (the T5/Imagen style);
 - "pooled": no attention to text; the mean-pooled last layer joins the timestep in adaLN (the CLIP-pooled style).
 
-The text side is read one of two ways. By default block i attends over [LM layer i ; image] with the text as
-extra keys and values (per-modality projections and QK-norm). With `joint_text` the text tokens are a stream that
-every block updates jointly with the image (SD3's MMDiT): a colour word can read the relation word that follows
-it in the causal LM's sentence before the image reads the colour back. `text_positions` adds learned absolute
-positions to what the DiT reads, so a token says whether it is the subject's or the object's.
+Block i attends over [LM layer i ; image]: the image queries see the text as extra keys and values (per-modality
+projections and QK-norm), and the text is read fresh from the next LM layer at the next block.
 
-Options measured and switched off (a Mix-FFN, EDM preconditioning, a bidirectional text refiner, a pixel stem
-around linear patches) left the constructor; commit 5e5e5b4 has them and docs/base_model.md their measurements.
+Options measured and switched off left the constructor; docs/base_model.md has their measurements. Commit 5e5e5b4
+has a Mix-FFN, EDM preconditioning, a bidirectional text refiner and a pixel stem around linear patches; commit
+fa89bd0 an MMDiT text stream that the blocks update jointly with the image (`joint_text`) and learned positions on
+the text (`text_positions`).
 """
 
 from __future__ import annotations
@@ -89,37 +88,11 @@ def zero_(*modules: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class TextStream(nn.Module):
-    """A block's text side under `joint_text`: its own query/key/value projections for the joint attention
-    and, unless it is the last block (whose text output nobody reads), an output projection and MLP that
-    update the stream; both start at zero."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, update: bool):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
-        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
-        self.update = update
-        if update:
-            self.out = nn.Linear(dim, dim)
-            self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-            self.mlp = mlp(dim, int(dim * mlp_ratio))
-            zero_(self.out, self.mlp[-1])
-
-    def forward(self, text: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """The stream after the block, given what its tokens read in the joint attention (B, T, dim)."""
-        if not self.update:
-            return text
-        text = text + self.out(attended)
-        return text + self.mlp(self.norm2(text))
-
-
 class Block(nn.Module):
-    """One transformer block over the image tokens; the text is read as extra keys and values (`text_dim`
-    wide LM states) or, with `joint`, as a stream of width `dim` that attends jointly with the image."""
+    """One transformer block over the image tokens; the text (`text_dim`-wide LM states) is read as extra keys
+    and values."""
 
-    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, attend_text: bool, joint: bool, last):
+    def __init__(self, dim: int, heads: int, text_dim: int, mlp_ratio: float, attend_text: bool):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -127,8 +100,7 @@ class Block(nn.Module):
         self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.attend_text = attend_text
-        self.text_stream = TextStream(dim, heads, mlp_ratio, update=not last) if joint else None
-        if attend_text and not joint:  # the text's own key/value projections (MMDiT-style), read from the LM
+        if attend_text:  # the text's own key/value projections (MMDiT-style), read from the LM
             self.text_norm = nn.LayerNorm(text_dim, eps=1e-6)
             self.text_kv = nn.Linear(text_dim, 2 * dim)
             self.text_k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
@@ -139,30 +111,20 @@ class Block(nn.Module):
         self.ada_table = nn.Parameter(torch.zeros(6, dim))
 
     def forward(self, x, modulation, text=None, text_mask=None):
-        """`modulation` is (B, 6, dim) from the shared adaLN MLP; gates start at zero (adaLN-Zero). Returns the
-        image tokens, and with a text stream (image tokens, text stream)."""
+        """`modulation` is (B, 6, dim) from the shared adaLN MLP; gates start at zero (adaLN-Zero)."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (modulation + self.ada_table).unbind(dim=1)
         h = modulate(self.norm1(x), shift1, scale1)
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(h).chunk(3, dim=-1))
         q, k = self.q_norm(q), self.k_norm(k)
-        n_text, mask = 0, None
+        mask = None
         if self.attend_text:
+            tk, tv = (split_heads(t, self.heads) for t in self.text_kv(self.text_norm(text)).chunk(2, dim=-1))
+            k, v = torch.cat([self.text_k_norm(tk), k], dim=2), torch.cat([tv, v], dim=2)
             keep = torch.cat([text_mask, text_mask.new_ones(x.shape[0], x.shape[1])], dim=1)
             mask = keep[:, None, None, :]
-            if self.text_stream is not None:
-                stream = self.text_stream
-                tq, tk, tv = (split_heads(t, self.heads) for t in stream.qkv(stream.norm(text)).chunk(3, dim=-1))
-                q, k, v = torch.cat([stream.q_norm(tq), q], 2), torch.cat([stream.k_norm(tk), k], 2), torch.cat([tv, v], 2)
-                n_text = text.shape[1]
-            else:
-                tk, tv = (split_heads(t, self.heads) for t in self.text_kv(self.text_norm(text)).chunk(2, dim=-1))
-                k, v = torch.cat([self.text_k_norm(tk), k], dim=2), torch.cat([tv, v], dim=2)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
-        x = x + gate1[:, None] * self.out(attn[:, n_text:].reshape(x.shape))
-        x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
-        if self.text_stream is None:
-            return x
-        return x, self.text_stream(text, attn[:, :n_text].reshape(text.shape))
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + gate1[:, None] * self.out(attn.transpose(1, 2).reshape(x.shape))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
 class ResBlock(nn.Module):
@@ -213,8 +175,6 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         conditioning: str = "deep_fusion",
         prediction_type: str = "sample",
         text_whitening: bool = False,
-        text_positions: int = 0,
-        joint_text: bool = False,
     ):
         super().__init__()
         if conditioning not in CONDITIONINGS:
@@ -237,18 +197,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         self.ada = nn.Linear(d, 6 * d)
         zero_(self.ada)
         attend = conditioning != "pooled"
-        joint = joint_text and attend
-        self.blocks = nn.ModuleList(
-            Block(d, num_heads, text_dim, mlp_ratio, attend, joint, last=i == num_layers - 1) for i in range(num_layers)
-        )
-        # The joint stream's input: each LM state read is projected to the DiT's width and added to the stream
-        # before the block that reads it (deep fusion: block i adds LM layer i; last_layer: the first block).
-        read = num_layers if conditioning == "deep_fusion" else 1
-        self.text_in = nn.ModuleList(nn.Linear(text_dim, d) for _ in range(read)) if joint else None
-        # Learned positions of the prompt's tokens: a RoPE LM's hidden states carry no absolute position, and
-        # which colour goes with which shape, and which object the relation puts where, is a question of order.
-        width = d if joint else text_dim
-        self.text_pos = nn.Parameter(torch.zeros(1, text_positions, width)) if text_positions and attend else None
+        self.blocks = nn.ModuleList(Block(d, num_heads, text_dim, mlp_ratio, attend) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         zero_(self.final_ada)
@@ -257,6 +206,7 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             # A fixed whitening of each LM hidden state the DiT reads (deep fusion: layers 1..L; the ablations:
             # the last), fitted on the training captions' tokens by `set_text_statistics`, saved with the
             # weights: x -> (x - mean) W.
+            read = num_layers if conditioning == "deep_fusion" else 1
             self.register_buffer("text_mean", torch.zeros(read, text_dim))
             self.register_buffer("text_whitening_matrix", torch.eye(text_dim).repeat(read, 1, 1))
 
@@ -299,16 +249,6 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             return state
         return (state - self.text_mean[row]) @ self.text_whitening_matrix[row]
 
-    def _positions(self, text: torch.Tensor) -> torch.Tensor:
-        if self.text_pos is None:
-            return text
-        if text.shape[1] > self.text_pos.shape[1]:
-            raise ValueError(
-                f"the prompt has {text.shape[1]} tokens but the DiT has text_positions={self.text_pos.shape[1]}; "
-                "truncate prompts or build the DiT with more text_positions"
-            )
-        return text + self.text_pos[:, : text.shape[1]]
-
     def text_layers(self, hidden_states, mask: torch.Tensor) -> list[torch.Tensor | None]:
         """What each block reads: its LM hidden state (hidden_states[0] is the embedding layer), whitened."""
         mode = self.config.conditioning
@@ -328,20 +268,6 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def _trunk(self, x, modulation, texts, mask):
-        """The transformer blocks over the token grid, with the text read per block or as a joint stream."""
-        if self.text_in is None:
-            for block, text in zip(self.blocks, texts):
-                x = self._run_block(block, x, modulation, None if text is None else self._positions(text.to(x.dtype)), mask)
-            return x
-        stream = None
-        for i, (block, text) in enumerate(zip(self.blocks, texts)):
-            if i < len(self.text_in):
-                injected = self.text_in[i](text.to(x.dtype))
-                stream = self._positions(injected) if stream is None else stream + injected
-            x, stream = self._run_block(block, x, modulation, stream, mask)
-        return x
-
     def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
         """The flow velocity or x0 (`config.prediction_type`) for `sample` (B, C, H, W) at `timestep` (B,) in
         [0, 1000], given the LM's hidden states (embeddings + every layer) and their attention mask."""
@@ -360,7 +286,8 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             h = down(skips[-1])
         x = h.flatten(2).transpose(1, 2) + self.pos
         modulation = self.ada(emb).view(b, 6, -1)
-        x = self._trunk(x, modulation, self.text_layers(encoder_hidden_states, mask), mask)
+        for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states, mask)):
+            x = self._run_block(block, x, modulation, None if text is None else text.to(x.dtype), mask)
         shift, scale = self.final_ada(emb).chunk(2, dim=-1)
         x = modulate(self.final_norm(x), shift, scale)
         h = x.transpose(1, 2).reshape(b, -1, self.grid, self.grid)

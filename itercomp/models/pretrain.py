@@ -97,8 +97,6 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
         conditioning=conditioning,
         prediction_type=cfg.prediction_type,
         text_whitening=cfg.text_whitening,
-        text_positions=cfg.lm.max_length + 2 if cfg.text_positions else 0,
-        joint_text=cfg.joint_text,
     )
 
 
