@@ -191,13 +191,17 @@ class _Parser:
             self.pos += 1
         spec = ObjectSpec(**attrs)
         if article == "the":
-            for i, known in enumerate(self.objects):
-                if (known.color, known.shape) == (spec.color, spec.shape) and all(
-                    getattr(spec, k) in (None, getattr(known, k)) for k in ("size", "fill")
-                ):
-                    return i
-            raise self.fail(f"'the {spec.color} {spec.shape}' refers to no earlier object")
-        check_colors([*self.objects, spec], self.text)
+            matches = [
+                i
+                for i, known in enumerate(self.objects)
+                if (known.color, known.shape) == (spec.color, spec.shape)
+                and all(getattr(spec, k) in (None, getattr(known, k)) for k in ("size", "fill"))
+            ]
+            if len(matches) > 1:  # two earlier objects of one colour: the rule, not the reference, is at fault
+                check_colors(self.objects, self.text)
+            if not matches:
+                raise self.fail(f"'the {spec.color} {spec.shape}' refers to no earlier object")
+            return matches[0]
         self.objects.append(spec)
         return len(self.objects) - 1
 
