@@ -24,14 +24,14 @@ from annotation_app.auth import (
 )
 from annotation_app.config import AppConfig
 from annotation_app.store import Store
-from annotation_app.tasks import load_gallery
+from annotation_app.tasks import add_gallery_tasks
 from annotation_app.ui import CSS, KEYBOARD_JS, build_ui, slot_count
 from itercomp.errors import ItercompError
 
 
 def create_app(config: AppConfig, store: Store | None = None) -> FastAPI:
     store = store or Store(config.db)
-    load_gallery(store, config)
+    add_gallery_tasks(store, config)
     if not store.task_ids(config.round):
         raise ItercompError(
             f"no tasks to rank in round {config.round} of {store.url}: pass --gallery-run DIR (a folder with "

@@ -153,7 +153,7 @@ def tasks_from_gallery(run_dir: str | Path, policy: str = "own", check_files: bo
     return tasks
 
 
-def load_gallery(store, config) -> tuple[int, int]:
+def add_gallery_tasks(store, config) -> tuple[int, int]:
     """Register the tasks of `config.gallery_run` in `store` (idempotent); returns (added, already present)."""
     if config.gallery_run is None:
         return 0, 0

@@ -27,6 +27,7 @@ import yaml
 
 from gallery.base import Context, Generator
 from gallery.registry import generator_class
+from itercomp.config import type_name
 from itercomp.errors import ItercompError
 
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -126,11 +127,11 @@ def parse_member(entry, index: int, source: str, root: Path | None) -> MemberSpe
             f"{where}: field 'name' must be letters, digits, '_' or '.' (it goes into image ids), got {name!r}"
         )
     where = f"{source}: member {name!r}"
-    type_name = entry.get("type")
-    if not isinstance(type_name, str):
+    kind = entry.get("type")
+    if not isinstance(kind, str):
         raise ItercompError(f"{where}: field 'type' is missing; give a registered generator type or an import path")
     try:
-        cls = generator_class(type_name)
+        cls = generator_class(kind)
     except ItercompError as e:
         raise ItercompError(f"{where}: field 'type': {e}") from None
     for key in ("strengths", "weaknesses"):
@@ -142,7 +143,7 @@ def parse_member(entry, index: int, source: str, root: Path | None) -> MemberSpe
     config = build_config(cls, params, where, context)
     return MemberSpec(
         name,
-        type_name,
+        kind,
         config,
         str(entry.get("description") or "").strip(),
         list(entry.get("strengths", [])),
@@ -167,7 +168,7 @@ def build_config(cls: type[Generator], params: dict, where: str, context: Contex
     hints = typing.get_type_hints(config_cls)
     for key, value in params.items():
         if not _matches(value, hints[key]):
-            raise ItercompError(f"{where}: field {key!r} must be {_type_name(hints[key])}, got {value!r}")
+            raise ItercompError(f"{where}: field {key!r} must be {type_name(hints[key])}, got {value!r}")
     try:
         config = config_cls(**params)
         check = getattr(cls, "validate", None)
@@ -199,14 +200,3 @@ def _matches(value, hint) -> bool:
     if isinstance(hint, type):
         return isinstance(value, hint)
     return True
-
-
-def _type_name(hint) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(h) for h in typing.get_args(hint))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    return getattr(origin or hint, "__name__", str(hint))

@@ -231,8 +231,16 @@ def _value(tp, value, where: str):
     return _scalar(inner, value)
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def type_name(hint) -> str:
+    """A type as an error message names it: "int", "float or null", "one of 'a', 'b'"."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(origin or hint, "__name__", str(hint).replace("typing.", ""))
 
 
 # ---- values: aliases, unknown keys, types ---------------------------------------------------------------------
@@ -281,7 +289,7 @@ def coerce_values(cls, values: dict, where: str | None = None) -> dict:
         try:
             out[name] = _value(fields[name], value, f"{where or cls.__name__}.{name}")
         except (ValueError, TypeError, yaml.YAMLError):
-            tp = _type_name(_unwrap(fields[name])[0])
+            tp = type_name(_unwrap(fields[name])[0])
             raise ItercompError(f"{cls.__name__}.{name} must be {tp}, got {value!r}") from None
     return out
 

@@ -18,7 +18,7 @@ from itercomp.commands.finetune import load_reward_fn
 from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune.config import FeedbackRunConfig
-from itercomp.finetune.job import load_pipeline, load_prompts
+from itercomp.finetune.job import load_pipeline, training_prompts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         # 2. the reward: the reward models of the weighted aspects, or the oracle with --reward oracle
         reward_fn = load_reward_fn(config)
         # 3. the prompts: --prompts FILE, or the shapes world's train split for each weighted aspect
-        prompts = load_prompts(config)
+        prompts = training_prompts(config)
         # 4. sample, score, step; writes output_dir/{pipeline, metrics.json, feedback_config.yaml}
         finetune(pipe, reward_fn, prompts, config, accelerator=accelerator)
     except ItercompError as e:

@@ -45,6 +45,10 @@ class RankingDataConfig:
             raise ItercompError(f"aspects {unknown} have no reward model; use {', '.join(REWARD_ASPECTS)}")
         if self.candidates < 2:
             raise ItercompError(f"candidates must be >= 2 to form a pair, got {self.candidates}")
+        if not self.noise_temperature >= 0:  # also refuses NaN
+            raise ItercompError(
+                f"noise_temperature must be >= 0 (0 ranks exactly by score), got {self.noise_temperature}"
+            )
 
 
 @dataclass

@@ -17,8 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from itercomp.errors import ItercompError
-from itercomp.prompts import split_for  # noqa: F401 - re-exported for callers not yet moved to the core modules
-from itercomp.rankings import RankingFile, ranking_pairs  # noqa: F401 - RankingFile re-exported, as split_for
+from itercomp.rankings import ranking_pairs
 from itercomp.records import Ranking
 from reward_models.preprocess import resize_center_crop
 

@@ -133,7 +133,7 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
     if not train_rankings or not val_rankings:
         raise ItercompError(
             f"{config.rankings}: {aspect} has {len(train_rankings)} train and {len(val_rankings)} val rankings; "
-            "training needs both (splits are by prompt: see reward_models.data.split_for)"
+            "training needs both (splits are by prompt: see itercomp.prompts.split_for)"
         )
     model = build_model(config, aspect)
     frozen = model.freeze_backbone(config.freeze_ratio) if config.freeze_ratio else 0

@@ -178,7 +178,7 @@ def simulate(args) -> None:
     from annotation_app.simulate import SimulationConfig
     from annotation_app.simulate import simulate as run
     from annotation_app.store import Store
-    from annotation_app.tasks import load_gallery
+    from annotation_app.tasks import add_gallery_tasks
 
     config = SimulationConfig(
         annotators=args.annotators, temperature=args.temperature, overlap=args.overlap, seed=args.seed,
@@ -186,7 +186,7 @@ def simulate(args) -> None:
     )  # fmt: skip
     store = Store(args.db)
     if args.gallery_run is not None:
-        load_gallery(
+        add_gallery_tasks(
             store, AppConfig(db=args.db, gallery_run=args.gallery_run, task_aspects=args.task_aspects, round=args.round)
         )
     result = run(store, config)

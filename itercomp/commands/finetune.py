@@ -48,10 +48,10 @@ def load_reward_fn(config):
 
 def finetune_from_config(config, accelerator=None) -> dict:
     """Load the pipeline, the reward and the prompts of a FeedbackRunConfig, then fine-tune."""
-    from itercomp.finetune.job import load_pipeline, load_prompts
+    from itercomp.finetune.job import load_pipeline, training_prompts
     from itercomp.finetune.trainer import finetune
 
     pipe = load_pipeline(config.pretrained)
     reward_fn = load_reward_fn(config)
-    prompts = load_prompts(config)
+    prompts = training_prompts(config)
     return finetune(pipe, reward_fn, prompts, config, accelerator=accelerator)

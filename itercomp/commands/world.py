@@ -46,7 +46,7 @@ def sample(args) -> None:
     from tqdm import tqdm
 
     from itercomp.grid import make_grid
-    from itercomp.io import save_png, write_jsonl
+    from itercomp.io import atomic_open, save_png, write_jsonl
     from itercomp.world.prompts import generate_prompts
     from itercomp.world.render import render
     from itercomp.world.scene import prompt_id
@@ -65,7 +65,8 @@ def sample(args) -> None:
             captions.append(text)
     write_jsonl(args.output_dir / "prompts.jsonl", rows)
     columns = min(8, args.n * args.images_per_prompt) if len(aspects) > 1 else 8
-    make_grid(images, captions, columns=columns).save(args.output_dir / "grid.png")
+    with atomic_open(args.output_dir / "grid.png", "wb") as f:
+        make_grid(images, captions, columns=columns).save(f, format="PNG")
     print(f"wrote {len(images)} images, {args.output_dir / 'prompts.jsonl'} and {args.output_dir / 'grid.png'}")
 
 

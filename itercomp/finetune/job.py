@@ -49,7 +49,7 @@ def load_pipeline(path: str | None):
         ) from None
 
 
-def load_prompts(config: FeedbackRunConfig) -> list[str]:
+def training_prompts(config: FeedbackRunConfig) -> list[str]:
     """--prompts FILE (.txt one per line, or .jsonl rows with "prompt"), else shapes-world train prompts of each
     weighted reward aspect (test prompts are never used for fine-tuning)."""
     if config.prompts:

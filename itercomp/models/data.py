@@ -13,7 +13,7 @@ from itercomp.errors import PromptError
 from itercomp.world.prompts import sample_scene, split_of
 from itercomp.world.render import DEFAULT_CANVAS, draw, layout
 from itercomp.world.scene import Relation, Scene
-from itercomp.world.vocab import ASPECTS
+from itercomp.world.vocab import ASPECTS, OPPOSITE
 
 # Share of each aspect in pretraining data; complex prompts are rarer, as in real caption data.
 DEFAULT_MIX = {"attribute_binding": 0.3, "spatial_relationship": 0.3, "non_spatial_relationship": 0.3, "complex": 0.1}
@@ -94,17 +94,9 @@ def mirror_prompt(prompt: str) -> str:
 
 # ---- streamed training data: every image new, with a curriculum over the number of objects ----------------------
 
-# The relation read from the other object's side ("A left of B" is "B right of A"); `inside` has no converse word.
-CONVERSE = {
-    "and": "and",
-    "touching": "touching",
-    "to the left of": "to the right of",
-    "to the right of": "to the left of",
-    "above": "below",
-    "below": "above",
-    "bigger than": "smaller than",
-    "smaller than": "bigger than",
-}
+# The relation read from the other object's side ("A left of B" is "B right of A"): the opposite word, or the same
+# word for the symmetric ones; `inside` has no converse word.
+CONVERSE = {**OPPOSITE, "and": "and", "touching": "touching"}
 
 
 def converse_scene(scene: Scene) -> Scene:
