@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 # Budget: <= 20 minutes on a 2-core CPU (to be verified with the shipped weights; see docs/iterate.md).
 DEMO := runs/demo
 demo: install
-	$(BIN)/itercomp iterate --rounds 3 --out $(DEMO) --resume
+	$(BIN)/itercomp iterate --rounds 3 --output-dir $(DEMO) --resume
 
 test: install chromium
 	$(BIN)/python -m pytest -q
