@@ -371,7 +371,7 @@ def test_human_mode_stops_with_the_serve_command_and_picks_up(world, tmp_path):
     message = str(waiting.value)
     db = str(RunLayout(out).shared_db)
     assert f"itercomp annotate serve --db {db} --round 1 --overlap 1" in message
-    assert "0 so far" in message and f"itercomp iterate --out {out} --resume" in message
+    assert "0 so far" in message and f"itercomp iterate --output-dir {out} --resume" in message
     assert not (RunLayout(out).stage(1, "rankings") / "done.json").exists()
 
     # People rank (stand-ins here, through the same store calls as the web app); the next invocation goes on.
@@ -402,10 +402,10 @@ def test_cli_refuses_an_existing_run_without_resume(tmp_path, capsys):
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.yaml").write_text("rounds: 1\n")
-    assert main(["iterate", "--out", str(tmp_path / "run"), "--rounds", "1"]) == 2
+    assert main(["iterate", "--output-dir", str(tmp_path / "run"), "--rounds", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "pass --resume" in err and len(err.splitlines()) == 1
-    assert main(["iterate", "--out", str(tmp_path / "x"), "--rewards", "epochs"]) == 2
+    assert main(["iterate", "--output-dir", str(tmp_path / "x"), "--rewards", "epochs"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
 
 

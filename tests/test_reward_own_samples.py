@@ -368,7 +368,7 @@ def test_round_gallery_renders_several_seeds_of_the_current_model(tmp_path):
     for task in tasks:
         seeds = sorted(c.seed for c in task.candidates if c.generator == "layout_planner")
         assert seeds == [0, 1, 2] and [c.seed for c in task.candidates if c.generator == "bag_of_words"] == [0]
-    with pytest.raises(ItercompError, match="current_model_seeds"):
+    with pytest.raises(ItercompError, match="current.model.seeds"):
         IterateConfig(current_model_seeds=0)
 
 
