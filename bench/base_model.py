@@ -22,7 +22,7 @@ import torch
 from itercomp.grid import make_grid
 from itercomp.io import write_json
 from itercomp.models.evaluate import evaluate_pipeline, evaluation_prompts
-from itercomp.models.pretrain import load_member
+from itercomp.models.pretrain import load_member, member_at_checkpoint
 from itercomp.world.vocab import ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=ROOT / "itercomp/weights", help="folder of shipped members")
     parser.add_argument("--members", nargs="+", default=list(MEMBERS))
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a pretraining run folder: evaluate its deep-fusion DiT's EMA at the latest checkpoint (a point of the "
+        "learning curve of a run in sittings) instead of --weights/--members",
+    )
     parser.add_argument("--prompts", type=int, default=100, help="test prompts per aspect")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per prompt")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps")
@@ -86,8 +92,13 @@ def main() -> None:
     prompts = evaluation_prompts(args.prompts, "test")
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "members": {}}
     pipes = {}
-    for name in args.members:
-        pipe = pipes[name] = load_member(args.weights / name)
+    members = {name: None for name in args.members}
+    if args.checkpoint:
+        pipe, step = member_at_checkpoint(args.checkpoint)
+        members = {"base": pipe}
+        results["checkpoint"] = {"run": str(args.checkpoint), "step": step}
+    for name, pipe in members.items():
+        pipe = pipes[name] = pipe or load_member(args.weights / name)
         started = time.perf_counter()
         evaluation = evaluate_pipeline(
             pipe,

@@ -328,6 +328,8 @@ def test_streamed_pretraining_runs_in_sittings_and_resumes(tmp_path):
     assert not first["finished"] and not (tmp_path / "run" / "members").exists()
     checkpoint = torch.load(tmp_path / "run" / "dit_deep_fusion" / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 1
+    pipe, step = pretrain.member_at_checkpoint(tmp_path / "run")  # the learning curve's point after a sitting
+    assert step == 1 and pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 32, 32, 3)
     with pytest.raises(ItercompError, match="--resume"):
         pretrain.run_pretrain(cfg)  # a folder that holds a run is not silently continued
     with pytest.raises(ItercompError, match="object_weight=5.0"):

@@ -376,6 +376,24 @@ def load_member(path: Path) -> ShapesDiTPipeline:
     return ShapesDiTPipeline.from_pretrained(path)
 
 
+def member_at_checkpoint(run_dir: Path, conditioning: str = "deep_fusion") -> tuple[ShapesDiTPipeline, int]:
+    """(the pipeline with the EMA weights of a run's latest DiT checkpoint, its step): a member mid-training, for
+    the learning curve of a run that goes on in sittings."""
+    from itercomp.config import config_from_dict, read_yaml
+
+    run_dir = Path(run_dir)
+    cfg = config_from_dict(PretrainConfig, read_yaml(run_dir / "config.yaml"))
+    checkpoint = run_dir / f"dit_{conditioning}" / "checkpoint.pt"
+    if not (run_dir / "lm" / "done").is_file() or not checkpoint.is_file():
+        raise ItercompError(f"{run_dir} has no language model or no {conditioning} checkpoint yet; run a sitting first")
+    tokenizer, lm = train_language_model(cfg, [], run_dir / "lm")
+    model = build_dit(cfg, conditioning, lm)
+    ema = copy.deepcopy(model)
+    opt = torch.optim.AdamW(model.parameters())
+    step, _ = load_checkpoint(checkpoint, model, ema, opt)
+    return make_pipeline(tokenizer, lm, ema.eval(), cfg), step
+
+
 def evaluate_members(cfg: PretrainConfig, members: dict[str, Path], out: Path) -> dict:
     """Oracle accuracy per aspect on `eval_prompts` test prompts per aspect x `eval_seeds` seeds, per member."""
     from itercomp.models.evaluate import evaluate_pipeline, evaluation_prompts
