@@ -309,7 +309,9 @@ def train_dit(cfg, conditioning, tokenizer, lm, data, out: Path, eval_fn=None) -
     if eval_fn is None and cfg.eval_every:
         eval_fn = probe_on_val(cfg, tokenizer, lm)
     bar = tqdm(range(start, cfg.max_steps), desc=f"DiT {conditioning}", unit="step", initial=start, total=cfg.max_steps)
-    started = time.perf_counter()
+    # Training seconds count on across sittings (the last logged point of the checkpoint's history).
+    sitting_started = time.perf_counter()
+    started = sitting_started - max((h.get("seconds", 0.0) for h in history), default=0.0)
     for step in bar:
         # Per-step streams: a resumed run draws exactly the batches, timesteps and noise of an uninterrupted one.
         rng = np.random.default_rng([cfg.seed, step])
@@ -340,7 +342,7 @@ def train_dit(cfg, conditioning, tokenizer, lm, data, out: Path, eval_fn=None) -
                             "seconds": time.perf_counter() - started})  # fmt: skip
             bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1
-        out_of_time = cfg.sitting_minutes and time.perf_counter() - started > 60 * cfg.sitting_minutes
+        out_of_time = cfg.sitting_minutes and time.perf_counter() - sitting_started > 60 * cfg.sitting_minutes
         if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or out_of_time:
             with atomic_open(checkpoint, "wb") as f:
                 torch.save(checkpoint_state(model, ema, opt, done, history), f)
@@ -350,7 +352,7 @@ def train_dit(cfg, conditioning, tokenizer, lm, data, out: Path, eval_fn=None) -
         if out_of_time and done < cfg.max_steps:
             print(f"sitting over after {cfg.sitting_minutes} min at step {done}; continue with --resume")
             return None
-    write_json(out / "history.json", {"history": history, "seconds_this_run": time.perf_counter() - started})
+    write_json(out / "history.json", {"history": history, "training_seconds": time.perf_counter() - started})
     return ema
 
 
