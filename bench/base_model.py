@@ -21,8 +21,9 @@ import torch
 
 from itercomp.grid import make_grid
 from itercomp.io import write_json
-from itercomp.models.evaluate import evaluate_pipeline, evaluation_prompts
+from itercomp.models.evaluate import coverage, evaluate_pipeline, evaluation_prompts
 from itercomp.models.pretrain import load_member, member_at_checkpoint
+from itercomp.world import render
 from itercomp.world.vocab import ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     prompts = evaluation_prompts(args.prompts, "test")
-    results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "members": {}}
+    # What share of the canvas the binding prompts' objects cover in ground-truth renders (seed = prompt index).
+    binding = [p for a, p in prompts if a == ASPECTS[0]]
+    truth = float(np.mean([coverage(render(p, seed=k)) for k, p in enumerate(binding)]))
+    results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "members": {},
+               "ground_truth_coverage_binding": truth}  # fmt: skip
     pipes = {}
     members = {name: None for name in args.members}
     if args.checkpoint:
@@ -122,6 +127,7 @@ def main() -> None:
             f"{name}: "
             + ", ".join(f"{a} {evaluation['summary'][a]['accuracy']:.3f}" for a in ASPECTS)
             + f"; objects of binding prompts drawn {evaluation['summary'][ASPECTS[0]]['object_accuracy']:.3f}"
+            + f"; coverage {evaluation['summary'][ASPECTS[0]]['coverage']:.3f} (ground truth {truth:.3f})"
             + f"; {speed:.0f} images/s"
         )
     timings = args.run / "timings.json"

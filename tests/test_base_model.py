@@ -415,3 +415,28 @@ def test_mixed_precision_rejects_what_it_does_not_support():
 
     with pytest.raises(ItercompError, match="mixed_precision='fp16'; use 'no' or 'bf16'"):
         PretrainConfig(mixed_precision="fp16")
+
+
+def test_evaluation_counts_objects_drawn_and_coverage():
+    from types import SimpleNamespace
+
+    from itercomp.models.evaluate import evaluate_pipeline
+    from itercomp.world.render import render
+
+    class Renderer:  # a "pipeline" that draws the ground truth, or nothing
+        def __init__(self, blank: bool):
+            self.blank = blank
+
+        def set_progress_bar_config(self, **kwargs):
+            pass
+
+        def __call__(self, prompts, generator, output_type, **kwargs):
+            images = np.stack([render(p, seed=k) for k, p in enumerate(prompts)])
+            return SimpleNamespace(images=images * 0 if self.blank else images)
+
+    prompts = [("attribute_binding", "a red circle and a small hollow blue square"),
+               ("spatial_relationship", "a green cross above a yellow triangle")]  # fmt: skip
+    drawn = evaluate_pipeline(Renderer(blank=False), prompts)["summary"]
+    blank = evaluate_pipeline(Renderer(blank=True), prompts)["summary"]
+    assert drawn["attribute_binding"]["object_accuracy"] == 1.0 and blank["attribute_binding"]["object_accuracy"] == 0
+    assert 0.02 < drawn["attribute_binding"]["coverage"] < 0.5 and blank["attribute_binding"]["coverage"] == 0

@@ -33,6 +33,7 @@ def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_si
                     {
                         "objects": len(drawn),
                         "objects_drawn": sum(drawn),
+                        "coverage": coverage(image),
                         "prompt_id": prompt_id(prompt),
                         "prompt": prompt,
                         "aspect": aspect,
@@ -46,7 +47,14 @@ def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_si
     for aspect, entry in summary.items():
         mine = [r for r in rows if r["aspect"] == aspect]
         entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
+        entry["coverage"] = float(np.mean([r["coverage"] for r in mine]))
     return {"summary": summary, "rows": rows, "images": np.stack(images)}
+
+
+def coverage(image: np.ndarray) -> float:
+    """The share of an image's pixels that are not background (any channel above 20 of 255): ground-truth renders
+    of the test prompts cover about 0.13 (binding), a model that paints its objects too large covers more."""
+    return float((np.asarray(image).max(-1) > 20).mean())
 
 
 def objects_drawn(verdict) -> list[bool]:
