@@ -225,7 +225,7 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     from itercomp.models import pretrain
 
     # the options on, and the denoising probe every 2 steps
-    cfg = _tiny_run_config(tmp_path, text_whitening=True, object_weight=2.0, eval_every=2)
+    cfg = _tiny_run_config(tmp_path, text_whitening=True, eval_every=2)
     result = pretrain.run_pretrain(cfg)
     run = tmp_path / "run"
     assert (run / "caption_states.pt").is_file()  # encoded once, shared by the three DiTs
@@ -322,7 +322,7 @@ def test_streamed_pretraining_runs_in_sittings_and_resumes(tmp_path):
     from itercomp.models import pretrain
 
     cfg = _tiny_run_config(tmp_path, conditionings=("deep_fusion",), streaming=True, curriculum_steps=2,
-                           converse_captions=0.5, object_weight=3.0, text_whitening=True, max_steps=4)  # fmt: skip
+                           converse_captions=0.5, text_whitening=True, max_steps=4)  # fmt: skip
     short = _tiny_run_config(tmp_path, **{**cfg.__dict__, "sitting_minutes": 1e-6})
     first = pretrain.run_pretrain(short)  # the sitting ends after one step, with a checkpoint
     assert not first["finished"] and not (tmp_path / "run" / "members").exists()
@@ -332,8 +332,8 @@ def test_streamed_pretraining_runs_in_sittings_and_resumes(tmp_path):
     assert step == 1 and pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 32, 32, 3)
     with pytest.raises(ItercompError, match="--resume"):
         pretrain.run_pretrain(cfg)  # a folder that holds a run is not silently continued
-    with pytest.raises(ItercompError, match="object_weight=5.0"):
-        pretrain.run_pretrain(_tiny_run_config(tmp_path, **{**cfg.__dict__, "object_weight": 5.0}), resume=True)
+    with pytest.raises(ItercompError, match="converse_captions=0.2"):
+        pretrain.run_pretrain(_tiny_run_config(tmp_path, **{**cfg.__dict__, "converse_captions": 0.2}), resume=True)
     second = pretrain.run_pretrain(cfg, resume=True)
     assert second["finished"] and (tmp_path / "run" / "members" / "base" / "done").is_file()
     history = json.loads((tmp_path / "run" / "dit_deep_fusion" / "history.json").read_text())["history"]
@@ -362,21 +362,6 @@ def test_streamed_batches_follow_the_curriculum_and_caption_both_ways():
     assert conversed and straight  # both words of each pair are seen, in the converse and in the original
     again = render_batch(np.random.default_rng(0), 300, single_share=0.0, converse_share=1.0)
     assert np.array_equal(again[0], images) and again[1] == captions
-
-
-def test_object_pixel_weight_counts_objects_not_background():
-    from itercomp.models.training import flow_loss, object_pixel_weight
-
-    x0 = -torch.ones(1, 3, 4, 4)
-    x0[0, 0, 1, 1] = 0.8  # one red-ish object pixel
-    weight = object_pixel_weight(x0, 4.0)
-    assert weight.shape == (1, 1, 4, 4) and weight[0, 0, 1, 1] == 5.0 and weight.sum() == 15 + 5
-    noise, t = torch.zeros_like(x0), torch.full((1,), 0.5)
-    output = x0.clone()
-    output[0, :, 1, 1] += 1.0  # an error of 1 on each channel of the object pixel only
-    plain = flow_loss(output, x0, noise, t, "sample", "x0")
-    weighted = flow_loss(output, x0, noise, t, "sample", "x0", pixel_weight=weight)
-    assert weighted == pytest.approx(5 * plain)
 
 
 def test_saved_pipeline_loads_in_a_fresh_process(tmp_path):

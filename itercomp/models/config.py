@@ -50,10 +50,6 @@ class PretrainConfig:
             "'B right of A', 'A and B' as 'B and A') when that caption is in the train split too"
         },
     )
-    object_weight: float = field(
-        default=0.0,
-        metadata={"help": "extra loss weight on object pixels (1 + this), so the background does not dominate"},
-    )
     # language model (a tiny Llama; the DiT gets one block per LM layer)
     lm_hidden_size: int = field(default=128, metadata={"help": "language model width"})
     lm_layers: int = field(default=6, metadata={"help": "language model layers (= DiT blocks)"})
@@ -152,8 +148,6 @@ class PretrainConfig:
         for name in ("single_object_start", "single_object_end", "converse_captions"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ItercompError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.object_weight < 0:
-            raise ItercompError(f"object_weight must be >= 0, got {self.object_weight}")
         if not self.conv_channels or self.canvas % 2 ** len(self.conv_channels):
             raise ItercompError(
                 f"conv_channels={list(self.conv_channels)}: give at least one level, and a canvas ({self.canvas} px) "

@@ -37,7 +37,6 @@ from itercomp.models.training import (
     ema_update,
     flow_interpolate,
     flow_loss,
-    object_pixel_weight,
     sample_timesteps,
 )
 from itercomp.schedules import cosine_factor
@@ -328,8 +327,7 @@ def train_dit(cfg, conditioning, tokenizer, lm, data, out: Path, eval_fn=None) -
         x_t = flow_interpolate(x0, noise, t)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
             output = model(x_t, t * 1000, hidden_states, mask)
-        weight = object_pixel_weight(x0, cfg.object_weight) if cfg.object_weight else None
-        loss = flow_loss(output.float(), x0, noise, t, cfg.prediction_type, cfg.loss_space, pixel_weight=weight)
+        loss = flow_loss(output.float(), x0, noise, t, cfg.prediction_type, cfg.loss_space)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss.backward()

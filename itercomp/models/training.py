@@ -63,7 +63,6 @@ def flow_loss(
     prediction_type: str,
     space: str = "velocity",
     per_image: bool = False,
-    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified-flow loss measured in velocity space (as SD3; with x-prediction, as JiT) or in x0 space.
 
@@ -72,12 +71,9 @@ def flow_loss(
     binding of colours to shapes are decided.
 
     `per_image` returns one loss per image instead of the mean (Diffusion-DPO compares images).
-    `pixel_weight` (B, 1, H, W) multiplies each pixel's squared error (`object_pixel_weight`).
     """
 
     def mean(error: torch.Tensor) -> torch.Tensor:
-        if pixel_weight is not None:
-            error = error * pixel_weight
         return error.flatten(1).mean(1) if per_image else error.mean()
 
     x_t = flow_interpolate(x0, noise, t)
@@ -87,14 +83,6 @@ def flow_loss(
         velocity = output_to_velocity(output, x_t, t, prediction_type)
         return mean((velocity - flow_target(x0, noise)).square())
     raise ValueError(f"loss space {space!r}; expected 'velocity' or 'x0'")
-
-
-def object_pixel_weight(x0: torch.Tensor, weight: float, background: float = -1.0) -> torch.Tensor:
-    """Per-pixel loss weight (B, 1, H, W): 1 on the background, 1 + `weight` on object pixels (any channel
-    above the background value). Objects cover about a tenth of a shapes image, so an unweighted MSE is mostly
-    the black background; this gives the objects' colour, shape and outline a say."""
-    on_object = (x0 > background + 1e-3).any(dim=1, keepdim=True)
-    return 1.0 + weight * on_object.to(x0.dtype)
 
 
 @torch.no_grad()
