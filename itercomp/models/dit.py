@@ -280,15 +280,18 @@ class CompositionDiT(ModelMixin, ConfigMixin):
             last = self._whiten(encoder_hidden_states[-1], 0)
             pooled = (last * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
             cond = cond + self.pooled_mlp(pooled.to(sample.dtype))
+        # F.silu(cond) is taken once per reader (levels, adaLN, final adaLN), as the shipped weights were trained:
+        # one shared node would sum the three gradients in another order, and fine-tuning runs are chaotic enough
+        # that a last-bit difference changes their results.
         emb, skips, h = F.silu(cond), [], self.conv_in(sample)
         for block, down in zip(self.down_blocks, self.downsamples):
             skips.append(block(h, emb))
             h = down(skips[-1])
         x = h.flatten(2).transpose(1, 2) + self.pos
-        modulation = self.ada(emb).view(b, 6, -1)
+        modulation = self.ada(F.silu(cond)).view(b, 6, -1)
         for block, text in zip(self.blocks, self.text_layers(encoder_hidden_states, mask)):
             x = self._run_block(block, x, modulation, None if text is None else text.to(x.dtype), mask)
-        shift, scale = self.final_ada(emb).chunk(2, dim=-1)
+        shift, scale = self.final_ada(F.silu(cond)).chunk(2, dim=-1)
         x = modulate(self.final_norm(x), shift, scale)
         h = x.transpose(1, 2).reshape(b, -1, self.grid, self.grid)
         for i in reversed(range(len(skips))):
