@@ -145,7 +145,9 @@ def main() -> None:
     write_json(args.out, results)
     sample_sheet(pipes, args.sheet, steps=args.steps, guidance=args.guidance)
 
-    print(f"\n| member | {' | '.join(ASPECTS)} | binding objects drawn | images/s |\n|---|{'---|' * (len(ASPECTS) + 2)}")
+    print(
+        f"\n| member | {' | '.join(ASPECTS)} | binding objects drawn | images/s |\n|---|{'---|' * (len(ASPECTS) + 2)}"
+    )
     for name, r in results["members"].items():
         cells = " | ".join(f"{r['per_aspect'][a]['accuracy']:.3f}" for a in ASPECTS)
         objects = r["per_aspect"][ASPECTS[0]]["object_accuracy"]

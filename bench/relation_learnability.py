@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from relation_probe import FLIP, relation_statistic  # noqa: E402  (a sibling bench script)
 from tqdm import tqdm
 
 from itercomp.io import write_json
@@ -33,8 +34,6 @@ from itercomp.models.pretrain import PromptStates
 from itercomp.world.prompts import generate_prompts
 from itercomp.world.render import render
 from itercomp.world.scene import parse
-
-from relation_probe import FLIP, relation_statistic  # noqa: E402  (a sibling bench script)
 
 VARIANTS = {"base": {}}
 

@@ -51,7 +51,9 @@ def test_stochastic_sampling_is_seeded_per_image_and_round_trips(tmp_path):
     a, b = sample(pipe, (1, 2)), sample(loaded, (1, 2))
     assert torch.equal(a, b)  # the re-noising draws from the caller's generators, not the global RNG
     assert torch.equal(sample(pipe, (2, 1))[0], a[1])  # and from each image's own generator
-    deterministic = make_pipeline(tokenizer, lm, dit, PretrainConfig(hidden_size=32, num_heads=2, conv_channels=(8, 16)))
+    deterministic = make_pipeline(
+        tokenizer, lm, dit, PretrainConfig(hidden_size=32, num_heads=2, conv_channels=(8, 16))
+    )
     assert not torch.allclose(sample(deterministic, (1, 2)), a)
 
 

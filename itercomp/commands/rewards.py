@@ -100,8 +100,8 @@ def train(args) -> None:
 def evaluate(args) -> None:
     from itercomp.errors import ItercompError
     from itercomp.io import write_json
-    from itercomp.world import REWARD_ASPECTS
     from itercomp.rankings import RankingFile
+    from itercomp.world import REWARD_ASPECTS
     from reward_models.ensemble import RewardEnsemble, read_ensemble
     from reward_models.evaluation import evaluate_rankings
 
