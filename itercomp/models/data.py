@@ -136,6 +136,23 @@ def caption(scene: Scene, rng: np.random.Generator, converse_share: float) -> st
     return text
 
 
+def _train_scenes(rng: np.random.Generator, single_share: float, mix: dict[str, float] | None):
+    """Scenes as the stream draws them: one object with probability `single_share`, else an aspect by `mix`;
+    multi-object scenes only when their prompt is in the train split and keeps the world's rules."""
+    mix = mix or DEFAULT_MIX
+    weights = np.array([mix.get(a, 0.0) for a in ASPECTS])
+    while True:
+        if rng.random() < single_share:
+            yield sample_single_object(rng)
+            continue
+        scene = sample_scene(ASPECTS[rng.choice(len(ASPECTS), p=weights / weights.sum())], rng)
+        try:
+            if split_of(scene.prompt()) == "train":
+                yield scene
+        except PromptError:  # a sampled scene may break a world rule
+            continue
+
+
 def render_batch(
     rng: np.random.Generator,
     n: int,
@@ -146,19 +163,12 @@ def render_batch(
 ) -> tuple[np.ndarray, list[str]]:
     """`n` fresh (image, caption) pairs of train-split scenes: one-object scenes with probability `single_share`,
     the others drawn from the aspects by `mix`; deterministic for the generator's state."""
-    mix = mix or DEFAULT_MIX
-    weights = np.array([mix.get(a, 0.0) for a in ASPECTS])
-    images, captions = [], []
-    while len(images) < n:
-        if rng.random() < single_share:
-            scene = sample_single_object(rng)
-        else:
-            scene = sample_scene(ASPECTS[rng.choice(len(ASPECTS), p=weights / weights.sum())], rng)
-        try:  # a sampled scene may break a world rule (PromptError) or not fit the canvas
-            if len(scene.objects) > 1 and split_of(scene.prompt()) != "train":
-                continue
+    images, captions, scenes = [], [], _train_scenes(rng, single_share, mix)
+    while len(images) < n:  # no scene is drawn past the last one: the caller's generator goes on
+        scene = next(scenes)
+        try:
             images.append(draw(layout(scene, rng, canvas, max_tries=LAYOUT_TRIES), canvas))
-        except PromptError:
+        except PromptError:  # no layout fits the canvas
             continue
         captions.append(caption(scene, rng, converse_share))
     return np.stack(images), captions
@@ -169,17 +179,7 @@ def sample_captions(
 ) -> list[str]:
     """`n` captions as `render_batch` draws them, without drawing (for the LM and the whitening statistics)."""
     rng = np.random.default_rng(seed)
-    mix = mix or DEFAULT_MIX
-    weights = np.array([mix.get(a, 0.0) for a in ASPECTS])
-    captions = []
+    captions, scenes = [], _train_scenes(rng, single_share, mix)
     while len(captions) < n:
-        if rng.random() < single_share:
-            captions.append(sample_single_object(rng).objects[0].phrase())
-            continue
-        scene = sample_scene(ASPECTS[rng.choice(len(ASPECTS), p=weights / weights.sum())], rng)
-        try:
-            if split_of(scene.prompt()) == "train":
-                captions.append(caption(scene, rng, converse_share))
-        except PromptError:
-            continue
+        captions.append(caption(next(scenes), rng, converse_share))
     return captions
