@@ -27,6 +27,11 @@ def register(parser) -> None:
         "--resume", action="store_true",
         help="continue the run in --output-dir (its saved config.yaml; only --rounds and waiting settings may change)",
     )  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="check the settings, gallery and prompt files offline and print the plan (stages, prompts per round, "
+        "models, evaluator); nothing is run or written",
+    )  # fmt: skip
     parser.set_defaults(func=iterate)
 
 
@@ -50,6 +55,12 @@ def iterate(args) -> int:
     from itercomp.loop.run import iterate as run
 
     config = load_iterate_config(args, saved=_saved_config(args))
+    if args.dry_run:
+        from itercomp.loop.plan import build_plan, format_plan
+        from itercomp.loop.run import prepare
+
+        print(format_plan(build_plan(prepare(config, args.resume, None, None, None, print, dry_run=True))))
+        return 0
     try:
         report = run(config, resume=args.resume)
     except WaitingForRankings as e:

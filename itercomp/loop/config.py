@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from itercomp import config as loader
 from itercomp.errors import ItercompError
+from itercomp.loop.prompts import PromptSources
 
 ANNOTATOR_MODES = ("simulated", "human")
 MINIMUM = {  # the least value of each number setting (an unset target_rankings has none)
@@ -27,7 +28,7 @@ MINIMUM = {  # the least value of each number setting (an unset target_rankings 
 # Set by the loop per round and stage; a section that sets them would break the run layout.
 RESERVED = {"rewards": ("rankings", "output_dir", "aspects", "init_from"), "finetune": ("output_dir",)}
 # Settings that may differ when a run is resumed: how far to go and how to wait, not what is computed.
-RESUMABLE = ("rounds", "human_wait_minutes", "human_serve", "serve_host", "serve_port", "threads")
+RESUMABLE = ("rounds", "human_wait_minutes", "human_serve", "serve_host", "serve_port", "guidelines", "threads")
 SHIPPED = "shipped"  # `reward_init` value meaning the reward models shipped in the package
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 # A recipe's own run (its output folder, seed and machine) is not the loop's: the loop sets those per round.
@@ -70,6 +71,8 @@ class IterateConfig:
     members: tuple[str, ...] | None = _f(None, "gallery members to use (default: all); must include base_member")
     base_member: str = _f("base", "the gallery member that is fine-tuned (a `type: diffusers` member)")
     skip_unavailable: bool = _f(False, "leave out gallery members whose weights are not here instead of failing")
+    prompts: PromptSources = _f(PromptSources, "where the ranking, fine-tuning and test prompts come from: the shapes "
+                                "world, or files (prompts.source=files, prompts.ranking=..., prompts.test=...)")  # fmt: skip
     prompts_per_aspect: int = _f(24, "new train-split prompts per aspect ranked each round")
     val_prompts_per_aspect: int = _f(6, "new val-split prompts per aspect ranked each round (reward validation)")
     images_per_prompt: int = _f(1, "images per prompt and gallery member (seeds)")
@@ -87,17 +90,22 @@ class IterateConfig:
     human_serve: bool = _f(True, "human mode: serve the ranking app from this process while waiting")
     serve_host: str = _f("127.0.0.1", "human mode: address of the ranking app")
     serve_port: int = _f(7860, "human mode: port of the ranking app")
+    guidelines: str | None = _f(None, "human mode: the annotators' guidelines per aspect, a YAML file (default: the "
+                                "shapes world's)")  # fmt: skip
     # reward models
     reward_init: str | None = _f(SHIPPED, "round 0's reward models: 'shipped', a folder of <aspect>/, or null (new)")
     rewards: dict = _f(_reward_defaults, "RewardTrainConfig fields for refinement, e.g. --rewards epochs=2")
     # fine-tuning
     reward: str = _f("learned", "what fine-tuning climbs: learned (the round's reward models) or oracle (the shapes "
                      "world's oracle, the ceiling; needs --finetune grad_mode=grpo, dpo or select)")  # fmt: skip
-    finetune_prompts_per_aspect: int = _f(128, "train-split prompts per aspect (complex included) fine-tuned on")
+    finetune_prompts_per_aspect: int = _f(128, "shapes prompts: train-split prompts per aspect (complex included) "
+                                          "fine-tuned on (a prompts.finetune file is used whole)")  # fmt: skip
     finetune_recipe: str = _f("reward_ft_shapes", "fine-tuning settings to start from: a recipes/configs/ name or a "
                               "YAML file (its output_dir, seed, cpu, threads, model, rewards, prompts: the loop's)")  # fmt: skip
     finetune: dict = _f(_round_budget, "FeedbackConfig fields over the recipe's, e.g. --finetune learning_rate=1e-5")
     # evaluation
+    evaluator: dict = _f(lambda: {"type": "shapes"}, "how each round's test images are scored: type=shapes (the "
+                         "oracle), t2i_compbench (BLIP-VQA, a detector, CLIPScore) or rewards, plus its options")  # fmt: skip
     eval_prompts_per_aspect: int = _f(50, "test-split prompts per aspect (complex included), the same every round")
     eval_seeds: tuple[int, ...] = _f((0,), "seeds per evaluation prompt")
     eval_batch_size: int = _f(100, "prompts per sampling call in evaluation")

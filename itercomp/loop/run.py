@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from gallery import Gallery, MemberSpec, load_gallery, render_gallery, world_prompts
+from gallery import Gallery, MemberSpec, load_gallery, render_gallery
 from gallery.base import Context
 from gallery.diffusers_generator import DiffusersConfig
 from gallery.run import prompt_entry, unique_prompts
@@ -46,11 +46,12 @@ from itercomp.loop.config import (
 )
 from itercomp.loop.insertion import insert_candidates
 from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
+from itercomp.loop.prompts import PromptPools, file_pools, shapes_pools
 from itercomp.loop.report import eval_image_name, format_table, write_report
 from itercomp.prompts import split_for
 from itercomp.rankings import read_rankings, write_rankings
 from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX, Candidate, ImageRecord
-from itercomp.world.vocab import ASPECTS, REWARD_ASPECTS
+from itercomp.world.vocab import REWARD_ASPECTS
 
 SCORE_BATCH = 64
 
@@ -66,6 +67,17 @@ class Run:
     finetune_fn: Callable
     feedback_config_cls: type
     log: Callable[[str], None]
+    prompts: PromptPools
+
+    @property
+    def evaluator_spec(self) -> dict:
+        """The evaluator's type and options as configured."""
+        return dict(self.config.evaluator)
+
+    @property
+    def per_split(self) -> dict[str, int]:
+        """New ranking prompts per aspect and split each round."""
+        return {"train": self.config.prompts_per_aspect, "val": self.config.val_prompts_per_aspect}
 
     def member(self, k: int) -> MemberSpec:
         """The model of round k: the base member (k = 0) or round k's fine-tuned pipeline as a gallery member."""
@@ -122,34 +134,6 @@ class Run:
         return f"itercomp iterate --output-dir {self.layout.root} --resume"
 
 
-# ---- prompts --------------------------------------------------------------------------------------------------
-
-
-def round_prompts(config: IterateConfig, k: int) -> list[dict]:
-    """Round k's new prompts: the k-th slice of one deterministic draw per aspect and split, so no prompt is
-    ranked twice and a run extended later gets the same earlier rounds. Val-split prompts hold out reward-model
-    validation; test-split prompts are never ranked."""
-    prompts = []
-    for aspect in REWARD_ASPECTS:
-        for split, n in (("train", config.prompts_per_aspect), ("val", config.val_prompts_per_aspect)):
-            prompts += world_prompts(aspect, split, n * k, seed=config.seed)[n * (k - 1) :]
-    return prompts
-
-
-def finetune_prompts(config: IterateConfig) -> list[str]:
-    """The fine-tuning prompts (train split, every aspect including complex), the same pool every round."""
-    from itercomp.world import generate_prompts
-
-    n = config.finetune_prompts_per_aspect
-    return [p for aspect in ASPECTS for p in generate_prompts(aspect, "train", n, seed=config.seed + 1)]
-
-
-def evaluation_set(config: IterateConfig) -> list[tuple[str, str]]:
-    from itercomp.models.evaluate import evaluation_prompts
-
-    return evaluation_prompts(config.eval_prompts_per_aspect, "test")
-
-
 # ---- stages ---------------------------------------------------------------------------------------------------
 
 
@@ -158,7 +142,7 @@ def render_round_gallery(run: Run, k: int) -> dict:
     round 1, round k-1's fine-tuned model after) renders `current_model_seeds`, so each ranking holds several
     seeds of the model being fine-tuned: the same-model pairs that reward feedback has to get right."""
     config = run.config
-    prompts = round_prompts(config, k)
+    prompts = run.prompts.round_prompts(k, run.per_split)
     gallery = run.gallery_at(k)
     folder = run.layout.stage(k, "gallery")
     current = run.member(k - 1).name
@@ -327,7 +311,7 @@ def finetune_model(run: Run, k: int) -> dict:
     else:
         rewards = RewardEnsemble.from_pretrained(run.layout.stage(k, "rewards"))
         rewards, source = rewards.to(pipe.device).eval().requires_grad_(False), f"the round-{k} reward models"
-    prompts = finetune_prompts(config)
+    prompts = run.prompts.finetune
     loop_fields = {} if "seed" in config.finetune else {"seed": config.seed + k}
     dpo = config.finetune.get("dpo") or {}
     if config.finetune.get("grad_mode", config.recipe().get("grad_mode")) == "dpo" and "preference_pairs" not in dpo:
@@ -378,7 +362,7 @@ def evaluate_model(run: Run, k: int) -> dict:
 
     config, folder = run.config, run.layout.stage(k, "eval")
     shutil.rmtree(folder / "images", ignore_errors=True)  # a killed evaluation starts over (it is deterministic)
-    prompts = evaluation_set(config)
+    prompts = run.prompts.test
     run.log(
         f"evaluating {run.member(k).name}: {len(prompts)} test prompts x {len(config.eval_seeds)} seed(s) = "
         f"{len(prompts) * len(config.eval_seeds)} images, oracle-scored"
@@ -564,8 +548,9 @@ def iterate(
     return report
 
 
-def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log) -> Run:
-    """Check everything that can fail before any work: the run folder, the gallery, the fine-tuning settings."""
+def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log, dry_run: bool = False) -> Run:
+    """Check everything that can fail before any work: the run folder, the gallery, the prompts, the fine-tuning
+    settings. A dry run checks the same without touching the run folder."""
     if finetune_fn is None or feedback_config_cls is None:
         try:
             from itercomp.finetune import FeedbackConfig, finetune
@@ -591,11 +576,46 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log) -> R
     clash = [m.name for m in selected if m.name.startswith(f"{base.name}_r")]
     if clash:
         raise ItercompError(f"member name {clash[0]!r} is reserved for the fine-tuned models; rename that member")
-    layout = open_run(config, resume, log)
+    check_real_data(config)
+    prompts = prompt_pools(config)
+    layout = RunLayout(Path(config.output_dir)) if dry_run else open_run(config, resume, log)
     start = Gallery(gallery.name, selected, gallery.description, gallery.source)
-    run = Run(config, layout, start, base, finetune_fn, feedback_config_cls, log)
+    run = Run(config, layout, start, base, finetune_fn, feedback_config_cls, log, prompts)
     run.reward_models(0)  # fails now, not after round 1's rankings, if the starting reward models are missing
     return run
+
+
+def check_real_data(config: IterateConfig) -> None:
+    """Prompt files are other text than the shapes world's: the settings made for the world cannot score it."""
+    if config.prompts.source == "shapes":
+        return
+    if config.reward == "oracle":
+        raise ItercompError(
+            "reward: oracle is the shapes world's oracle and cannot score prompts from files; use reward: learned"
+        )
+    if config.reward_init is None and config.rewards.get("backbone", "shapes") == "shapes":
+        raise ItercompError(
+            "the shapes reward backbone reads only the shapes world's words; for prompts from files set "
+            "rewards.backbone (blip, clip or siglip) and rewards.backbone_path"
+        )
+    if config.reward_init == SHIPPED:
+        raise ItercompError(
+            "reward_init: shipped are the shapes world's reward models; for prompts from files set reward_init: null "
+            "(train new ones from rewards.backbone_path) or a folder of <aspect>/ reward models"
+        )
+
+
+def prompt_pools(config: IterateConfig) -> PromptPools:
+    """The run's ranking, fine-tuning and test prompts, checked against the rounds they must serve."""
+    per_split = {"train": config.prompts_per_aspect, "val": config.val_prompts_per_aspect}
+    if config.prompts.source == "shapes":
+        pools = shapes_pools(
+            config.seed, config.rounds, per_split, config.finetune_prompts_per_aspect, config.eval_prompts_per_aspect
+        )
+    else:
+        pools = file_pools(config.prompts, config.seed, config.eval_prompts_per_aspect)
+    pools.check(config.rounds, per_split)
+    return pools
 
 
 def open_run(config: IterateConfig, resume: bool, log) -> RunLayout:
