@@ -2,7 +2,8 @@
 
 - `annotation_app.store.Store`: the database (SQLite WAL or any SQLAlchemy URL): users, tasks, submission keys,
   rankings; idempotent submissions; assignment; progress.
-- `annotation_app.tasks`: tasks from a gallery run's `manifest.jsonl`, and the per-aspect guidelines.
+- `annotation_app.tasks`: tasks from a gallery run's `manifest.jsonl`; `annotation_app.guidelines`: the text
+  annotators read per aspect, from a YAML file (`load_guidelines`).
 - `annotation_app.server.create_app`: FastAPI app with the JSON API and the Gradio UI mounted on it.
 - `annotation_app.auth`: failed-login limits and page sessions kept in the store; `annotation_app.images`: images
   as annotators get them (pixels only, for blind ranking).

@@ -19,7 +19,6 @@ from annotation_app.auth import Attempt, LoginLimiter, retry_after, too_many_log
 from annotation_app.config import AppConfig
 from annotation_app.images import served_png
 from annotation_app.store import KINDS, MAX_SQL_INTEGER, Store, SubmissionError
-from annotation_app.tasks import GUIDELINES
 from itercomp.errors import ItercompError
 
 log = logging.getLogger(__name__)
@@ -180,7 +179,7 @@ def api_router(store: Store, config: AppConfig, limiter: LoginLimiter | None = N
         if assignment is None:
             return {"task": None, "message": "nothing left for you to rank in this round"}
         task = assignment.to_dict()
-        task["guideline"] = GUIDELINES[assignment.task.aspect]
+        task["guideline"] = config.guideline_texts[assignment.task.aspect]
         return {"task": task}
 
     @router.post("/rankings")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from annotation_app.guidelines import load_guidelines
 from itercomp.errors import ItercompError
 
 TASK_ASPECT_POLICIES = ("own", "all")
@@ -23,6 +24,13 @@ class AppConfig:
         },
     )
     round: int = field(default=0, metadata={"help": "loop round the tasks belong to"})
+    guidelines: Path | None = field(
+        default=None,
+        metadata={
+            "help": "YAML file mapping each aspect to the guideline (Markdown) annotators read, or a shipped one by "
+            "name (shapes, real_images); None: the shapes world's"
+        },
+    )
     # An issued task counts as taken by its annotator for this long (assignment spreads other annotators to
     # other tasks); the key itself never expires, so a slow annotator's ranking is still accepted.
     lease_seconds: float = 30 * 60
@@ -55,3 +63,7 @@ class AppConfig:
                 raise ItercompError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.gallery_run is not None:
             self.gallery_run = Path(self.gallery_run)
+        if self.guidelines is not None:
+            self.guidelines = Path(self.guidelines)
+        # Read and checked here, so that a bad file stops the server at start-up rather than at the first task.
+        self.guideline_texts: dict[str, str] = load_guidelines(self.guidelines)

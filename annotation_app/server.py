@@ -104,5 +104,6 @@ def serve(config: AppConfig, host: str = "127.0.0.1", port: int = 7860, log_leve
     )
     if not [u for u in users if (store.annotator(u) or {}).get("kind") == "human"]:
         print(f"no annotator can log in yet: add one with `itercomp annotate add-user NAME --db {config.db}`")
+    print(f"guidelines: {config.guidelines or 'shapes (default)'}")
     print(f"ranking page: http://{host}:{port}/   API: http://{host}:{port}/api/docs")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,4 +1,4 @@
-"""Tasks from a gallery run, and the guideline annotators read for each aspect.
+"""Tasks from a gallery run (the guideline annotators read for each aspect: `annotation_app.guidelines`).
 
 A task is one prompt x one aspect: every candidate image of that prompt, to be ranked best to worst for that
 aspect. IterComp ranks each prompt only for the category it was written for (`task_aspects="own"`, the default);
@@ -21,28 +21,6 @@ ASPECT_TITLES = {
     "attribute_binding": "Attribute binding",
     "spatial_relationship": "Spatial relationship",
     "non_spatial_relationship": "Non-spatial relationship",
-}
-
-GUIDELINES = {
-    "attribute_binding": (
-        "Judge only whether each object carries the attributes the prompt binds to it: colour, shape, "
-        "fill (solid or hollow) and size. Best: every object is there with all its attributes right. Below it: "
-        "images where attributes are swapped between objects or wrong; the more objects wrong, the lower. An "
-        "object that is missing counts as all its attributes wrong. Ignore where the objects stand unless the "
-        "prompt says it; use overall image quality only to order images that are otherwise equal."
-    ),
-    "spatial_relationship": (
-        "Judge whether the objects stand where the prompt says: to the left of, to the right of, above, below. "
-        "Best: both objects are present and recognisable and the relation clearly holds. Below it: the relation "
-        "barely holds or is ambiguous; then the relation reversed or an object missing. Wrong colours or shapes "
-        "matter only in so far as you can no longer tell which object is which."
-    ),
-    "non_spatial_relationship": (
-        "Judge the relation the prompt names between the objects: inside, bigger than, smaller than, touching. "
-        "Best: both objects are present and the relation clearly holds (fully inside; an obvious size difference; "
-        "the outlines really meet). Below it: the relation nearly holds; then it is false or an object is "
-        "missing. Attribute errors matter only in so far as you can no longer tell which object is which."
-    ),
 }
 
 POLICY_HELP = (

@@ -15,7 +15,7 @@ import gradio as gr
 from annotation_app.config import AppConfig
 from annotation_app.images import pixels_only
 from annotation_app.store import Assignment, Store, SubmissionError
-from annotation_app.tasks import ASPECT_TITLES, GUIDELINES
+from annotation_app.tasks import ASPECT_TITLES
 from itercomp.errors import ItercompError
 
 LETTERS = string.ascii_uppercase
@@ -109,7 +109,7 @@ def build_ui(store: Store, config: AppConfig, slots: int) -> gr.Blocks:
             state,
             gr.update(value=f"### Rank for: {ASPECT_TITLES[task.aspect]}"),
             gr.update(value=prompt_heading(task.prompt)),
-            gr.update(value=GUIDELINES[task.aspect]),
+            gr.update(value=config.guideline_texts[task.aspect]),  # Markdown from the coordinator's file
             gr.update(value=progress_line(user)),
             *[
                 gr.update(value=pixels_only(task.image_path(shown[i])), label=f"Image {LETTERS[i]}") if i < n else gr.update(value=None)

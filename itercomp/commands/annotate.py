@@ -53,6 +53,12 @@ def register(parser) -> None:
     p.add_argument(
         "--token-hours", type=float, default=12.0, help="how long a login (API token or page) lasts (default 12)"
     )
+    p.add_argument(
+        "--guidelines", metavar="FILE",
+        help="the guideline (Markdown) annotators read per aspect: a YAML file mapping attribute_binding, "
+        "spatial_relationship and non_spatial_relationship to their text, or a shipped one by name: shapes "
+        "(default, the shapes world), real_images",
+    )  # fmt: skip
     p.set_defaults(func=serve)
 
     # No abbreviations: `--password SECRET` must not be read as --password-file (a password never goes on argv).
@@ -127,6 +133,7 @@ def serve(args) -> None:
     config = AppConfig(
         db=args.db, gallery_run=args.gallery_run, overlap=args.overlap, task_aspects=args.task_aspects,
         round=args.round, lease_seconds=args.lease_minutes * 60, token_hours=args.token_hours,
+        guidelines=args.guidelines,
     )  # fmt: skip
     run(config, host=args.host, port=args.port)
 

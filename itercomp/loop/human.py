@@ -45,14 +45,17 @@ def waiting_message(progress: dict, need: int, db: str, resume_command: str) -> 
     )
 
 
-def serve_in_background(db: str, round: int, overlap: int, host: str, port: int) -> Callable[[], None]:
-    """Start the annotation app (FastAPI + Gradio) in a thread; returns the function that stops it."""
+def serve_in_background(
+    db: str, round: int, overlap: int, host: str, port: int, guidelines: str | None = None
+) -> Callable[[], None]:
+    """Start the annotation app (FastAPI + Gradio) in a thread; returns the function that stops it. `guidelines`:
+    a guidelines file or shipped name (annotation_app.guidelines), None for the shapes world's."""
     import uvicorn
 
     from annotation_app.config import AppConfig
     from annotation_app.server import create_app
 
-    app = create_app(AppConfig(db=db, round=round, overlap=overlap))
+    app = create_app(AppConfig(db=db, round=round, overlap=overlap, guidelines=guidelines))
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="annotation-app", daemon=True)
     thread.start()
