@@ -90,8 +90,8 @@ class IterateConfig:
     human_serve: bool = _f(True, "human mode: serve the ranking app from this process while waiting")
     serve_host: str = _f("127.0.0.1", "human mode: address of the ranking app")
     serve_port: int = _f(7860, "human mode: port of the ranking app")
-    guidelines: str | None = _f(None, "human mode: the annotators' guidelines per aspect, a YAML file (default: the "
-                                "shapes world's)")  # fmt: skip
+    guidelines: str | None = _f(None, "human mode: the annotators' guidelines per aspect, a YAML file or a shipped "
+                                "name (shapes, real_images; default: the shapes world's)")  # fmt: skip
     # reward models
     reward_init: str | None = _f(SHIPPED, "round 0's reward models: 'shipped', a folder of <aspect>/, or null (new)")
     rewards: dict = _f(_reward_defaults, "RewardTrainConfig fields for refinement, e.g. --rewards epochs=2")

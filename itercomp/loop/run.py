@@ -201,7 +201,9 @@ def collect_rankings(run: Run, k: int) -> dict:
             need = needed(progress(), config.target_rankings)
             stop = None
             if config.human_wait_minutes > 0 and config.human_serve and progress()["towards_target"] < need:
-                stop = serve_in_background(db, k, config.overlap, config.serve_host, config.serve_port)
+                stop = serve_in_background(
+                    db, k, config.overlap, config.serve_host, config.serve_port, guidelines=config.guidelines
+                )
                 run.log(f"ranking page: http://{config.serve_host}:{config.serve_port}/ (waiting for {need} rankings)")
             try:
                 wait_for_rankings(
@@ -577,6 +579,10 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log, dry_
     if clash:
         raise ItercompError(f"member name {clash[0]!r} is reserved for the fine-tuned models; rename that member")
     check_real_data(config)
+    if config.guidelines is not None:  # a bad file fails now, not when the ranking page starts
+        from annotation_app.guidelines import load_guidelines
+
+        load_guidelines(config.guidelines)
     prompts = prompt_pools(config)
     layout = RunLayout(Path(config.output_dir)) if dry_run else open_run(config, resume, log)
     start = Gallery(gallery.name, selected, gallery.description, gallery.source)
