@@ -21,6 +21,7 @@ GROUPS = [
     ),
     ("finetune", "itercomp.commands.finetune", "reward-feedback fine-tuning (ReFL / DRaFT-K / AlignProp) of a model"),
     ("iterate", "itercomp.commands.iterate", "the iterative loop: gallery, rankings, rewards, fine-tuning, report"),
+    ("eval", "itercomp.commands.eval", "score images with an evaluator (shapes oracle, T2I-CompBench, reward models)"),
 ]
 
 

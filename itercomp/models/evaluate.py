@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from itercomp.world.evaluate import summarize
+from itercomp.world.evaluate import coverage, objects_drawn, summarize
 from itercomp.world.oracle import score
 from itercomp.world.prompts import generate_prompts
 from itercomp.world.scene import prompt_id
@@ -49,23 +49,6 @@ def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_si
         entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
         entry["coverage"] = float(np.mean([r["coverage"] for r in mine]))
     return {"summary": summary, "rows": rows, "images": np.stack(images)}
-
-
-def coverage(image: np.ndarray) -> float:
-    """The share of an image's pixels that are not background (any channel above 20 of 255): ground-truth renders
-    of the test prompts cover about 0.13 (binding), a model that paints its objects too large covers more."""
-    return float((np.asarray(image).max(-1) > 20).mean())
-
-
-def objects_drawn(verdict) -> list[bool]:
-    """Per object of the prompt, whether it is drawn as asked: present in its colour, with every shape, fill and
-    size word of the prompt holding (the oracle's per-object predicates, "<color> <shape>: ...")."""
-    objects: dict[str, bool] = {}
-    for predicate in verdict.predicates:
-        if ": " in predicate.name:
-            name = predicate.name.split(": ", 1)[0]
-            objects[name] = objects.get(name, True) and predicate.ok
-    return list(objects.values())
 
 
 NOISE_LEVELS = (0.3, 0.5, 0.7, 0.9)
