@@ -264,3 +264,54 @@ def tower_stages(module: nn.Module) -> list[nn.Module]:
     if layers is not None:
         stages.extend(layers)
     return stages
+
+
+# Where each family keeps its vision position embedding, and how many tokens come before the patch grid
+# (BLIP and CLIP prepend a class token; SigLIP pools without one).
+POSITION_EMBEDDING = {
+    "blip": ("embeddings.position_embedding", 1),
+    "clip": ("embeddings.position_embedding.weight", 1),
+    "siglip": ("embeddings.position_embedding.weight", 0),
+}
+
+
+def with_image_size(kind: str, config: dict, size: int) -> dict:
+    """A copy of a backbone's stored config whose vision tower takes `size` x `size` images."""
+    import copy
+
+    patch = config["vision_config"]["patch_size"]
+    if size % patch:
+        raise ValueError(
+            f"image_size={size} is not a multiple of the {kind} vision tower's patch size {patch}; use e.g. "
+            f"{max(patch, size // patch * patch)} or {(size // patch + 1) * patch}"
+        )
+    config = copy.deepcopy(config)
+    config["vision_config"]["image_size"] = size
+    return config
+
+
+def resize_position_embedding(weight: torch.Tensor, prefix_tokens: int, grid: int) -> torch.Tensor:
+    """A ViT position embedding ([1 x] N x D: `prefix_tokens` then a square patch grid) resampled to a `grid` x
+    `grid` patch grid, bicubic as BLIP's `interpolate_pos_embed` and timm do; the prefix tokens are kept."""
+    squeeze = weight.ndim == 2
+    table = weight[None] if squeeze else weight
+    prefix, patches = table[:, :prefix_tokens], table[:, prefix_tokens:]
+    old = round(patches.shape[1] ** 0.5)
+    if old * old != patches.shape[1]:
+        raise ValueError(f"position embedding of {patches.shape[1]} patch tokens is not a square grid")
+    if old != grid:
+        dim = patches.shape[-1]
+        patches = patches.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
+        patches = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
+        patches = patches.permute(0, 2, 3, 1).reshape(1, grid * grid, dim).to(table.dtype)
+    table = torch.cat([prefix, patches], 1)
+    return table[0] if squeeze else table
+
+
+def resize_vision_state(kind: str, state: dict, config: dict) -> dict:
+    """A vision tower's state dict with its position embedding resampled to the image size in `config` (the
+    stored backbone config), so it loads into towers built from that config."""
+    key, prefix = POSITION_EMBEDDING[kind]
+    vision = config["vision_config"]
+    grid = vision["image_size"] // vision["patch_size"]
+    return {**state, key: resize_position_embedding(state[key], prefix, grid)}

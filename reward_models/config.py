@@ -89,6 +89,36 @@ class RewardTrainConfig:
                   "(reward_models.ensemble.VIEWS, e.g. shapes_symmetries: mirrors and palette permutations with the "
                   "prompt rewritten to match); the pairs are unchanged, no ranking is added"},
     )  # fmt: skip
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "pixels the images are resized to (default: the backbone's own, e.g. 384 for "
+                  "blip-itm-large-coco, 32 for shapes); a transformers backbone's position embedding is resized to it"},
+    )  # fmt: skip
+    init_from_imagereward: str | None = field(
+        default=None,
+        metadata={"help": "blip: start the towers and head from an ImageReward-format checkpoint (ImageReward.pt, or "
+                  "an IterComp reward model); --backbone-path gives the BLIP config and tokenizer"},
+    )  # fmt: skip
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={"help": "batches per optimiser step; each batch's loss is the mean over its pairs and the step "
+                  "averages the batches (effective batch: processes x batch_rankings x this)"},
+    )  # fmt: skip
+    checkpoint_every: int | None = field(
+        default=None,
+        metadata={"help": "every N optimiser steps write a resumable checkpoint to <output_dir>/<aspect>/checkpoint/ "
+                  "(removed when the aspect finishes)"},
+    )  # fmt: skip
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue from <output_dir>/<aspect>/checkpoint/ where there is one; aspects that finished "
+                  "(train_state.json, no checkpoint) are kept"},
+    )  # fmt: skip
+    image_cache_mb: float = field(
+        default=1024.0,
+        metadata={"help": "decoded, resized images kept in memory per process (uint8) up to this many MiB; "
+                  "beyond it images are read from disk each time"},
+    )  # fmt: skip
     seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU (multi-process CPU runs need it)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (GPUs)"})
@@ -107,12 +137,68 @@ class RewardTrainConfig:
             raise ItercompError(f"backbone={self.backbone!r} is unknown; use one of {', '.join(BACKBONES)}")
         if self.backbone in HF_BACKBONES and not self.backbone_path and not self.init_from:
             raise ItercompError(f"backbone={self.backbone} needs --backbone-path (a hub id or a local folder)")
-        for name in ("epochs", "batch_rankings"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "batch_rankings", "gradient_accumulation_steps", "image_size", "checkpoint_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.image_cache_mb >= 0:  # also refuses NaN
+            raise ItercompError(
+                f"image_cache_mb must be >= 0 (0 reads every image from disk), got {self.image_cache_mb}"
+            )
+        if self.init_from_imagereward:
+            if self.backbone != "blip" or not self.backbone_path:
+                raise ItercompError(
+                    f"init_from_imagereward needs --backbone blip and --backbone-path (the BLIP config and tokenizer, "
+                    f"e.g. Salesforce/blip-itm-large-coco), got backbone={self.backbone!r}, "
+                    f"backbone_path={self.backbone_path!r}"
+                )
+            if self.init_from:
+                raise ItercompError("init_from and init_from_imagereward both set; give one starting point")
         if self.train_views is not None and self.train_views not in VIEW_NAMES:
             raise ItercompError(
                 f"train_views={self.train_views!r} is unknown; use {', '.join(VIEW_NAMES)} or leave it unset"
             )
         if not 0 <= self.freeze_ratio <= 1:
             raise ItercompError(f"freeze_ratio must be in [0, 1], got {self.freeze_ratio}")
+
+
+# Settings that may differ when a run is resumed: how far to go and how to run, not what is computed.
+RESUMABLE = ("aspects", "resume", "checkpoint_every", "max_minutes", "patience", "threads", "image_cache_mb")
+
+
+def refine_defaults(backbone: str) -> dict:
+    """RewardTrainConfig settings for refining a backbone's reward models in the iterative loop (each round starts
+    from the previous round's models and trains on the grown rankings). A batch is whole rankings, so IterComp's
+    pair counts are translated at its six-image rankings (15 pairs each)."""
+    if backbone == "shapes":
+        # The shipped shapes models agree with the oracle on ~90% of pairs: a fifth of the from-scratch learning
+        # rate and a few epochs keep them close to where they start.
+        return {"epochs": 4, "learning_rate": 2e-4, "batch_rankings": 16}
+    if backbone == "blip":
+        # IterComp's scripts/train_reward_models.sh (ImageReward's train/scripts/train_one_node.sh alike): lr 1e-5
+        # cosine without warm-up, 70% of each tower frozen, BLIP ViT-L at 224 px (train/config/config.yaml), Adam
+        # without weight decay, 5 epochs, 64 pairs x 4 accumulation x 4 GPUs = 1,024 pairs per step; here
+        # 4 rankings x 4 accumulation x 4 processes = 64 rankings (~960 pairs).
+        return {
+            "epochs": 5,
+            "learning_rate": 1e-5,
+            "freeze_ratio": 0.7,
+            "image_size": 224,
+            "batch_rankings": 4,
+            "gradient_accumulation_steps": 4,
+            "warmup_ratio": 0.0,
+            "weight_decay": 0.0,
+        }
+    if backbone in ("clip", "siglip"):
+        # A pretrained pair of towers under new cross-attention blocks and a new head, as ImageReward's BLIP
+        # under a new MLP: ImageReward's lr 1e-5 and 4 x 4 accumulated batch (train/scripts/train_one_node.sh).
+        # Freezing half of each tower follows HPSv2 (CLIP ViT-H/14: hpsv2/configs/HPSv2.sh unlocks the last 20
+        # of 32 image blocks and the last 11 of 24 text layers); the image size stays the backbone's own (224
+        # for CLIP ViT-L/14 and SigLIP base patch16-224).
+        return {
+            "epochs": 5,
+            "learning_rate": 1e-5,
+            "freeze_ratio": 0.5,
+            "batch_rankings": 4,
+            "gradient_accumulation_steps": 4,
+        }
+    raise ItercompError(f"backbone={backbone!r} is unknown; use one of {', '.join(BACKBONES)}")

@@ -24,34 +24,67 @@ from reward_models.preprocess import resize_center_crop
 
 def load_image(path: Path) -> torch.Tensor:
     """3 x H x W float in [0, 1]."""
+    return load_image_uint8(path).float() / 255.0
+
+
+def load_image_uint8(path: Path, size: int | None = None) -> torch.Tensor:
+    """3 x H x W uint8, or resized to `size` x `size` (shorter side, centre crop) and rounded back to uint8: exact
+    for an image already at that size, within half a grey level otherwise."""
     if not path.is_file():
         raise ItercompError(
             f"candidate image not found: {path}; candidate paths are relative to the rankings.jsonl folder"
         )
     array = np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+    image = torch.from_numpy(array.copy()).permute(2, 0, 1)
+    if size is None or tuple(image.shape[1:]) == (size, size):
+        return image
+    resized = resize_center_crop(image[None].float() / 255.0, size)[0]
+    return (resized * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+class ImageCache:
+    """Decoded, resized candidate images as uint8 (3 bytes a pixel, a quarter of float32), kept up to `limit_mb`
+    MiB; an image that does not fit is read from disk each time it is asked for. What a batch holds is the same
+    either way (the uint8 image is what every read returns), so the bound changes memory and speed, not results."""
+
+    def __init__(self, limit_mb: float):
+        self.limit_bytes = int(limit_mb * 2**20)
+        self.bytes = 0
+        self._images: dict[tuple[str, int], torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def load(self, path: Path, size: int) -> torch.Tensor:
+        key = (str(path), size)
+        image = self._images.get(key)
+        if image is None:
+            image = load_image_uint8(path, size)
+            if self.bytes + image.numel() <= self.limit_bytes:
+                self._images[key] = image
+                self.bytes += image.numel()
+        return image
 
 
 class RankingDataset(Dataset):
-    """One item per ranking: its candidate images (resized to `image_size`), its prompt and its pairs."""
+    """One item per ranking: its candidate images (resized to `image_size`), its prompt and its pairs. `cache`
+    (shared between datasets) keeps decoded images in memory; without one every image is read from disk."""
 
-    def __init__(self, rankings: list[Ranking], root: str | Path, image_size: int, cache: bool = True):
+    def __init__(self, rankings: list[Ranking], root: str | Path, image_size: int, cache: ImageCache | None = None):
         self.rankings, self.root, self.image_size = rankings, Path(root), image_size
-        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.rankings)
 
     def images(self, index: int) -> torch.Tensor:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        ranking = self.rankings[index]
-        images = torch.cat(
-            [resize_center_crop(load_image(self.root / c.path)[None], self.image_size) for c in ranking.candidates]
-        )
-        if self._cache is not None:
-            self._cache[index] = images
-        return images
+        """C x 3 x S x S float in [0, 1], the ranking's candidates in order."""
+        paths = [self.root / c.path for c in self.rankings[index].candidates]
+        if self.cache is None:
+            images = [load_image_uint8(path, self.image_size) for path in paths]
+        else:
+            images = [self.cache.load(path, self.image_size) for path in paths]
+        return torch.stack(images).float() / 255.0
 
     def __getitem__(self, index: int) -> dict:
         ranking = self.rankings[index]

@@ -43,7 +43,7 @@ def candidate_rewards(model, rankings: list[Ranking], root, batch_rankings: int 
         model.eval()
     size = image_size or model.config.image_size
     score = _scorer(model)
-    dataset = RankingDataset(rankings, root, size, cache=False)
+    dataset = RankingDataset(rankings, root, size)
     out: list[np.ndarray] = []
     for batch in DataLoader(dataset, batch_size=batch_rankings, collate_fn=collate):
         rewards = score(batch["images"], batch["prompts"]).float().cpu().numpy()

@@ -26,7 +26,9 @@ from reward_models.backbones import (
     build_hf_towers,
     load_hf_backbone,
     phrase_slots,
+    resize_vision_state,
     tower_stages,
+    with_image_size,
 )
 from reward_models.config import BACKBONES, HF_BACKBONES
 from reward_models.preprocess import preprocess
@@ -115,16 +117,43 @@ class RewardModel(ModelMixin, ConfigMixin):
         return model
 
     @classmethod
-    def from_backbone(cls, backbone: str, name_or_path: str, aspect: str | None = None, **overrides) -> RewardModel:
-        """A reward model on a pretrained BLIP / CLIP / SigLIP (hub id or local path); the head starts fresh."""
+    def from_backbone(
+        cls, backbone: str, name_or_path: str, aspect: str | None = None, image_size: int | None = None, **overrides
+    ) -> RewardModel:
+        """A reward model on a pretrained BLIP / CLIP / SigLIP (hub id or local path); the head starts fresh.
+        `image_size` (default: the vision tower's own) resamples the position embedding to that size."""
         config, vision, text, tokenizer = load_hf_backbone(backbone, name_or_path)
-        image_size = vision.config.image_size
+        vision_state = vision.state_dict()
+        image_size = image_size or vision.config.image_size
+        if image_size != vision.config.image_size:
+            config = with_image_size(backbone, config, image_size)
+            vision_state = resize_vision_state(backbone, vision_state, config)
         defaults = {"image_size": image_size, "image_mean": IMAGE_MEAN[backbone], "image_std": IMAGE_STD[backbone]}
         defaults["max_text_length"] = 35 if backbone == "blip" else text.config.max_position_embeddings
         model = cls(backbone=backbone, backbone_config=config, aspect=aspect, **{**defaults, **overrides})
-        model.vision.load_state_dict(vision.state_dict())
+        model.vision.load_state_dict(vision_state)
         model.text.load_state_dict(text.state_dict())
         model.tokenizer = tokenizer
+        return model
+
+    def resized(self, image_size: int) -> RewardModel:
+        """This model reading `image_size` x `image_size` images: the shapes backbone takes any size as it is; a
+        transformers vision tower is rebuilt for that size with its position embedding resampled (bicubic), so
+        the saved model records the size and loads back at it. Returns self when the size is already that."""
+        if image_size == self.config.image_size:
+            return self
+        if self.config.backbone == "shapes":
+            self.register_to_config(image_size=image_size)
+            return self
+        backbone_config = with_image_size(self.config.backbone, self.config.backbone_config, image_size)
+        model = (
+            type(self)
+            .from_config({**self.config, "image_size": image_size, "backbone_config": backbone_config})
+            .to(device=self.device, dtype=self.dtype)
+        )
+        vision = resize_vision_state(self.config.backbone, self.vision.state_dict(), backbone_config)
+        model.load_state_dict({**self.state_dict(), **{f"vision.{k}": v for k, v in vision.items()}})
+        model.tokenizer = self.tokenizer
         return model
 
     @classmethod

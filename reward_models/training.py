@@ -3,11 +3,18 @@
 The same function runs single-process (`itercomp rewards train`) and multi-process
 (`accelerate launch recipes/train_reward_models.py`): accelerate shards the rankings between processes and
 all-reduces the gradients, so every process ends with the same weights.
+
+Loss normalisation: a batch's loss is the mean over its pairs. With `gradient_accumulation_steps` A, accelerate
+divides each batch's loss by A, so an optimiser step takes the mean of its A batch means (and of the processes'),
+each batch weighted alike whatever its number of pairs; that equals one batch of A times the rankings when the
+batches hold equally many pairs. An epoch's last step may gather fewer than A batches and is still divided by A.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +22,23 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from itercomp.config import read_yaml
 from itercomp.errors import ItercompError
-from itercomp.io import weights_digest, write_json
+from itercomp.io import read_json, weights_digest, write_json
 from itercomp.rankings import RankingFile, ranking_pairs
 from itercomp.schedules import cosine_factor
-from reward_models.config import RewardTrainConfig, save_config, to_dict
-from reward_models.data import RankingDataset, collate, pair_correct, pair_loss
+from reward_models.checkpoint import (
+    checkpoint_dir,
+    load_training_state,
+    load_weights,
+    random_states,
+    read_progress,
+    remove_checkpoint,
+    save_checkpoint,
+    set_random_states,
+)
+from reward_models.config import RESUMABLE, RewardTrainConfig, save_config, to_dict
+from reward_models.data import ImageCache, RankingDataset, collate, pair_correct, pair_loss
 from reward_models.model import RewardModel
 
 
@@ -44,13 +62,26 @@ def build_model(config: RewardTrainConfig, aspect: str) -> RewardModel:
         folder = Path(config.init_from) / aspect
         if not (folder / "config.json").is_file():
             raise ItercompError(f"init_from: no reward model at {folder}; expected <init_from>/<aspect>/config.json")
-        return RewardModel.from_pretrained(folder)
-    if config.backbone == "shapes":
+        model = RewardModel.from_pretrained(folder)
+    elif config.init_from_imagereward:
+        from reward_models.imagereward import from_imagereward
+
+        try:
+            model = from_imagereward(config.init_from_imagereward, config.backbone_path, aspect)
+        except ValueError as e:
+            raise ItercompError(f"init_from_imagereward: {e}") from None
+    elif config.backbone == "shapes":
         shape = {k: getattr(config, k) for k in ("width", "image_layers", "fusion_layers", "heads", "dropout")}
-        return RewardModel.for_shapes_world(aspect, **shape)
-    return RewardModel.from_backbone(
-        config.backbone, config.backbone_path, aspect, fusion_layers=config.fusion_layers, dropout=config.dropout
-    )
+        model = RewardModel.for_shapes_world(aspect, **shape)
+    else:
+        model = RewardModel.from_backbone(
+            config.backbone, config.backbone_path, aspect, image_size=config.image_size,
+            fusion_layers=config.fusion_layers, dropout=config.dropout,
+        )  # fmt: skip
+    try:
+        return model.resized(config.image_size) if config.image_size else model
+    except ValueError as e:
+        raise ItercompError(f"image_size: {e}") from None
 
 
 @torch.no_grad()
@@ -104,29 +135,76 @@ def reward_stats(model: RewardModel, dataset: RankingDataset, batch_rankings: in
     return values.mean().item(), values.std().item() if len(values) > 1 else 1.0
 
 
-def train(config: RewardTrainConfig) -> dict:
-    """Train every configured aspect; returns {aspect: summary} (also written to <output_dir>/<aspect>/)."""
+def check_resumable(config: RewardTrainConfig, path: Path) -> None:
+    """A resumed run computes what the interrupted one did: only the RESUMABLE settings may differ."""
+    if not path.is_file():
+        return
+    # A setting the earlier run's file lacks (it predates the setting) had the setting's default.
+    before = {**to_dict(RewardTrainConfig(rankings="", output_dir="")), **read_yaml(path)}
+    now = to_dict(config)
+    changed = sorted(k for k in now if k not in RESUMABLE and before.get(k) != now[k])
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ItercompError(
+            f"resume: {path} was trained with other settings ({detail}); use them, or a new --output-dir"
+        )
+
+
+def train(config: RewardTrainConfig, on_step: Callable[[str, int], None] | None = None) -> dict:
+    """Train every configured aspect; returns {aspect: summary} (also written to <output_dir>/<aspect>/).
+    `on_step(aspect, step)` is called after every optimiser step (and its checkpoint, if one is due)."""
     from accelerate import Accelerator
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(
+        cpu=config.cpu,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
     out = Path(config.output_dir)
+    if config.resume:
+        check_resumable(config, out / "train_config.yaml")
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_config(config, out / "train_config.yaml")
     data = RankingFile.read(config.rankings)
     results = {}
     for aspect in config.aspects:
-        results[aspect] = train_aspect(config, aspect, data, accelerator)
+        results[aspect] = train_aspect(config, aspect, data, accelerator, on_step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(out / "train_summary.json", {"config": to_dict(config), "aspects": results})
     return results
 
 
-def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, accelerator) -> dict:
+def resumed_batches(accelerator, loader, done: int, epoch_states: dict, states: dict, view_rng, sampler_rng):
+    """The rest of an epoch that a checkpoint cut: its order drawn again from the random states the epoch started
+    with, its first `done` batches skipped, then the random states of the moment the checkpoint was written (the
+    sampler's own generator excepted: replaying the epoch's order leaves it where the epoch left it)."""
+    set_random_states(epoch_states, view_rng, sampler_rng)
+    rest = iter(accelerator.skip_first_batches(loader, done))
+    first = next(rest, None)  # the sampler draws the epoch's order here
+    set_random_states(states, view_rng, sampler_rng)
+    if first is not None:
+        yield first
+        yield from rest
+
+
+def train_aspect(
+    config: RewardTrainConfig,
+    aspect: str,
+    data: RankingFile,
+    accelerator,
+    on_step: Callable[[str, int], None] | None = None,
+) -> dict:
     from accelerate.utils import gather_object, set_seed
 
+    folder = Path(config.output_dir) / aspect
+    resume_from = checkpoint_dir(folder) if config.resume else None
+    if config.resume and resume_from is None and (folder / "train_state.json").is_file():
+        accelerator.print(f"[{aspect}] finished in an earlier run ({folder / 'train_state.json'}): kept")
+        return read_json(folder / "train_state.json")
     set_seed(config.seed)
     train_rankings = data.select(aspect, "train")[: config.max_train_rankings]
     val_rankings = data.select(aspect, "val")
@@ -137,8 +215,12 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
         )
     model = build_model(config, aspect)
     frozen = model.freeze_backbone(config.freeze_ratio) if config.freeze_ratio else 0
+    if resume_from is not None:
+        load_weights(resume_from, model)
     size = model.config.image_size
-    train_set, val_set = RankingDataset(train_rankings, data.root, size), RankingDataset(val_rankings, data.root, size)
+    cache = ImageCache(config.image_cache_mb)  # train and val share the bound
+    train_set = RankingDataset(train_rankings, data.root, size, cache)
+    val_set = RankingDataset(val_rankings, data.root, size, cache)
     train_loader = DataLoader(
         train_set, batch_size=config.batch_rankings, shuffle=True, collate_fn=collate_with_offsets, drop_last=False
     )
@@ -146,48 +228,87 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    steps_per_epoch = len(train_loader)
+    accumulation = config.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(train_loader) / accumulation)  # the schedule counts optimiser steps
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, total_steps, warmup))
 
     train_pairs = sum(len(ranking_pairs(r)) for r in train_rankings)
     world = accelerator.num_processes
+    per_step = world * config.batch_rankings * accumulation
     n_params = sum(p.numel() for p in model.parameters())
     accelerator.print(
         f"[{aspect}] {len(train_rankings)} train rankings ({train_pairs} pairs), {len(val_rankings)} val rankings | "
-        f"{world} process(es) x {config.batch_rankings} rankings = {world * config.batch_rankings} rankings per step "
-        f"(~{round(world * config.batch_rankings * train_pairs / len(train_rankings))} pairs) | "
+        f"{world} process(es) x {config.batch_rankings} rankings x {accumulation} accumulated = {per_step} rankings "
+        f"per step (~{round(per_step * train_pairs / len(train_rankings))} pairs) | "
         f"{steps_per_epoch} steps/epoch x {config.epochs} epochs = {total_steps} steps | "
         f"{sum(p.numel() for p in params):,} trainable of {n_params:,} parameters ({frozen} tensors frozen) | "
-        f"backbone {model.module.config.backbone if hasattr(model, 'module') else model.config.backbone}"
+        f"backbone {model.module.config.backbone if hasattr(model, 'module') else model.config.backbone} "
+        f"at {size} px | image cache {config.image_cache_mb:g} MiB"
     )
 
-    folder = Path(config.output_dir) / aspect
     view_rng = np.random.default_rng(config.seed + accelerator.process_index)
+    sampler_rng = getattr(train_loader, "synchronized_generator", None)
     best = {"loss": float("inf"), "epoch": -1}
     history, seen, pairs_done, stale = [], [], 0, 0
-    started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=aspect, unit="step", disable=not accelerator.is_local_main_process)
-    for epoch in range(config.epochs):
-        running, batches, seen = 0.0, 0, []  # `seen`: this epoch's shard of rankings on this process
-        for batch in train_loader:
+    step, first_epoch, seconds, process = 0, 0, 0.0, None
+    if resume_from is not None:
+        progress = read_progress(resume_from, world)
+        process = load_training_state(resume_from, accelerator, optimizer, scheduler)
+        best, history, stale = progress["best"], progress["history"], progress["stale"]
+        step, first_epoch, seconds = progress["step"], progress["epoch"], progress["seconds"]
+        pairs_done = process["pairs_done"]
+        accelerator.print(
+            f"[{aspect}] resuming from {resume_from}: epoch {first_epoch}, batch {progress['position']}, "
+            f"step {step} of {total_steps}"
+        )
+    started = time.perf_counter() - seconds
+    bar = tqdm(total=total_steps, initial=step, desc=aspect, unit="step", disable=not accelerator.is_local_main_process)
+    for epoch in range(first_epoch, config.epochs):
+        if process is not None and epoch == first_epoch:  # the epoch the checkpoint cut
+            position, epoch_states = progress["position"], process["epoch_states"]
+            running, batches, seen = process["running"], process["batches"], process["seen"]
+            batches_left = resumed_batches(
+                accelerator, train_loader, position, epoch_states, process["states"], view_rng, sampler_rng
+            )
+        else:
+            running, batches, seen, position = 0.0, 0, [], 0  # `seen`: this epoch's shard on this process
+            epoch_states = random_states(view_rng, sampler_rng) if config.checkpoint_every else None
+            batches_left = train_loader
+        for batch in batches_left:
             seen += batch["index"].tolist()
             unwrapped = accelerator.unwrap_model(model)
             if config.train_views:
                 batch["images"], batch["prompts"] = random_view(batch["images"], batch["prompts"], view_rng)
-            rewards = model(batch["images"], **unwrapped.tokenize(batch["prompts"]))
-            loss = pair_loss(rewards, batch["better"], batch["worse"])
-            accelerator.backward(loss)
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            with accelerator.accumulate(model):
+                rewards = model(batch["images"], **unwrapped.tokenize(batch["prompts"]))
+                loss = pair_loss(rewards, batch["better"], batch["worse"])
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()  # accelerate's optimiser steps (and zeroes) on a window's last batch only
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            position += 1
             pairs_done += len(batch["better"])
             running, batches = running + loss.item(), batches + 1
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{running / batches:.3f}", best_val=f"{best['loss']:.3f}")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_checkpoint(
+                    folder, accelerator, model, optimizer, scheduler,
+                    progress={"step": step, "epoch": epoch, "position": position, "best": best, "history": history,
+                              "stale": stale, "seconds": time.perf_counter() - started},
+                    process={"epoch_states": epoch_states, "states": random_states(view_rng),
+                             "running": running, "batches": batches, "seen": seen, "pairs_done": pairs_done},
+                )  # fmt: skip
+            if on_step is not None:
+                on_step(aspect, step)
         val = pair_metrics(model, val_loader, accelerator)
         history.append(
             {
@@ -249,6 +370,7 @@ def train_aspect(config: RewardTrainConfig, aspect: str, data: RankingFile, acce
         best_model.save_pretrained(folder)
         summary.update(reward_mean=mean, reward_std=std)
         write_json(folder / "train_state.json", summary)
+        remove_checkpoint(folder)  # the aspect is done: its folder is the reward model and its record
         accelerator.print(
             f"[{aspect}] best epoch {best['epoch']}: val loss {best['loss']:.4f}, val pair accuracy "
             f"{best.get('accuracy', 0):.3f}; {summary['pairs_per_second']} pairs/s; saved {folder}"
