@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(FeedbackRunConfig, argv, description=__doc__)
         accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
         # 1. the model to fine-tune: the shipped shapes base model unless --pretrained names another pipeline
-        pipe = load_pipeline(config.pretrained)
+        pipe = load_pipeline(config.pretrained, config.mixed_precision)
         # 2. the reward: the reward models of the weighted aspects, or the oracle with --reward oracle
         reward_fn = load_reward_fn(config)
         # 3. the prompts: --prompts FILE, or the shapes world's train split for each weighted aspect

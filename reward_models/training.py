@@ -153,11 +153,11 @@ def check_resumable(config: RewardTrainConfig, path: Path) -> None:
 def train(config: RewardTrainConfig, on_step: Callable[[str, int], None] | None = None) -> dict:
     """Train every configured aspect; returns {aspect: summary} (also written to <output_dir>/<aspect>/).
     `on_step(aspect, step)` is called after every optimiser step (and its checkpoint, if one is due)."""
-    from accelerate import Accelerator
+    from itercomp.accelerators import stage_accelerator
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = Accelerator(
+    accelerator = stage_accelerator(
         cpu=config.cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,

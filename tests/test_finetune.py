@@ -465,6 +465,68 @@ def test_non_finite_gradient_step_is_skipped_and_counted(tmp_path):
     assert all(torch.isfinite(p).all() for p in pipe.transformer.parameters())
 
 
+# ---- precision --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_lora", [False, True])
+def test_a_bfloat16_pipeline_trains_through_float32_master_weights(tmp_path, use_lora):
+    """At a real fine-tuning learning rate a bf16 weight cannot move (1e-5 is below its resolution): the trained
+    weights become float32, change and stay finite, and the saved pipeline samples finite images."""
+    from diffusers import StableDiffusionPipeline
+
+    torch.set_num_threads(1)
+    pipe = tiny("stable_diffusion").to(torch.bfloat16)
+    before = {k: v.float() for k, v in snapshot(pipe.unet).items()}
+    cfg = config(tmp_path, "stable_diffusion", learning_rate=1e-5, max_steps=2, ema_decay=0.0, mixed_precision="bf16",
+                 cpu=True, use_lora=use_lora, lora_rank=2, eval_prompts=0)  # fmt: skip
+    metrics = finetune(pipe, channel_reward, PROMPTS, cfg)
+    assert metrics["skipped_steps"] == 0 and all(h["grad_norm"] > 0 for h in metrics["history"])
+    after = pipe.unet.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k].float())]
+    assert changed and all(torch.isfinite(v).all() for v in after.values())
+    if not use_lora:
+        assert pipe.unet.dtype == torch.float32 and len(changed) == len(before)
+    assert pipe.vae.dtype == pipe.text_encoder.dtype == torch.bfloat16  # the frozen modules stay half precision
+    saved = StableDiffusionPipeline.from_pretrained(tmp_path / "run" / "pipeline").to(torch.float32)
+    images = saved(PROMPTS[:1], num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert np.isfinite(images).all()
+
+
+def test_a_float16_pipeline_is_refused_without_a_precision_that_can_train_it(tmp_path):
+    torch.set_num_threads(1)
+    with pytest.raises(ItercompError, match="set mixed_precision=fp16"):
+        finetune(tiny("stable_diffusion").to(torch.float16), channel_reward, PROMPTS,
+                 config(tmp_path, "stable_diffusion", cpu=True))  # fmt: skip
+    with pytest.raises(ItercompError, match="no autocast on cpu.*set mixed_precision=bf16"):
+        finetune(tiny("stable_diffusion").to(torch.float16), channel_reward, PROMPTS,
+                 config(tmp_path, "stable_diffusion", cpu=True, mixed_precision="fp16"))  # fmt: skip
+    assert not (tmp_path / "run" / "pipeline").exists()
+    # bf16 autocast casts the frozen float16 modules to bfloat16 and trains the float32 copy
+    pipe = tiny("stable_diffusion").to(torch.float16)
+    finetune(pipe, channel_reward, PROMPTS, config(tmp_path, "stable_diffusion", cpu=True, mixed_precision="bf16",
+                                                   max_steps=1, eval_prompts=0))  # fmt: skip
+    assert pipe.unet.dtype == torch.float32 and all(torch.isfinite(p).all() for p in pipe.unet.parameters())
+
+
+def test_a_zero_gradient_under_a_non_zero_loss_is_skipped_and_a_run_of_only_those_is_not_saved(tmp_path):
+    torch.set_num_threads(1)
+
+    def flat(images, prompts):  # a reward that ignores the images: loss > 0, gradient exactly zero
+        return {a: torch.zeros(len(prompts)) + 0.0 * images.sum() for a in REWARD_ASPECTS}
+
+    with pytest.raises(ItercompError, match="all 2 steps were skipped"):
+        finetune(shapes_pipeline(), flat, PROMPTS, config(tmp_path, max_steps=2, eval_prompts=0))
+    assert not (tmp_path / "run" / "pipeline").exists()
+
+
+def test_weights_that_turn_non_finite_stop_the_run_before_anything_is_saved(tmp_path):
+    torch.set_num_threads(1)
+    with pytest.raises(ItercompError, match="became non-finite at step 1"):
+        finetune(shapes_pipeline(), channel_reward, PROMPTS,
+                 config(tmp_path, max_steps=2, eval_prompts=0, learning_rate=float("inf")))  # fmt: skip
+    assert not (tmp_path / "run" / "pipeline").exists()
+
+
 def test_resume_continues_at_the_saved_step(tmp_path):
     torch.set_num_threads(1)
     straight = shapes_pipeline()

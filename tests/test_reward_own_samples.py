@@ -351,7 +351,7 @@ def test_round_gallery_renders_several_seeds_of_the_current_model(tmp_path):
     from gallery import load_gallery
     from itercomp.loop.config import IterateConfig
     from itercomp.loop.layout import RunLayout
-    from itercomp.loop.run import Run, render_round_gallery
+    from itercomp.loop.run import Run, prompt_pools, render_round_gallery
 
     path = tmp_path / "gallery.yaml"
     path.write_text(yaml.safe_dump({"name": "procedural", "members": [
@@ -360,7 +360,7 @@ def test_round_gallery_renders_several_seeds_of_the_current_model(tmp_path):
     config = IterateConfig(output_dir=str(tmp_path / "run"), gallery=str(path), base_member="layout_planner",
                            prompts_per_aspect=2, val_prompts_per_aspect=1, current_model_seeds=3)  # fmt: skip
     run = Run(config, RunLayout(tmp_path / "run"), gallery, gallery.select(["layout_planner"])[0],
-              finetune_fn=None, feedback_config_cls=None, log=lambda _: None)  # fmt: skip
+              finetune_fn=None, feedback_config_cls=None, log=lambda _: None, prompts=prompt_pools(config))  # fmt: skip
     summary = render_round_gallery(run, 1)
     assert summary["same_model"] == {"member": "layout_planner", "seeds": 3, "images": 9 * 3, "pairs_per_ranking": 3}
     tasks = tasks_from_gallery(run.layout.stage(1, "gallery"))

@@ -51,7 +51,7 @@ def finetune_from_config(config, accelerator=None) -> dict:
     from itercomp.finetune.job import load_pipeline, training_prompts
     from itercomp.finetune.trainer import finetune
 
-    pipe = load_pipeline(config.pretrained)
+    pipe = load_pipeline(config.pretrained, config.mixed_precision)
     reward_fn = load_reward_fn(config)
     prompts = training_prompts(config)
     return finetune(pipe, reward_fn, prompts, config, accelerator=accelerator)

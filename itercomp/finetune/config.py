@@ -260,7 +260,10 @@ class FeedbackConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute denoiser activations in backward (memory for time)"}
     )
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (autocast; weights stay fp32)"})
+    mixed_precision: str = field(
+        default="no",
+        metadata={"help": "no, fp16 or bf16: autocast, frozen modules in that dtype, trained weights fp32"},
+    )
     cpu: bool = field(default=False, metadata={"help": "force the CPU (multi-process CPU runs need it)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process"})
     # ---- LoRA ----------------------------------------------------------------------------------------------

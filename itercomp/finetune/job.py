@@ -14,8 +14,10 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SHIPPED_BASE = WEIGHTS / "base"
 
 
-def load_pipeline(path: str | None):
-    """A pipeline folder (ShapesDiTPipeline or any diffusers pipeline) or a hub id; unset = the shipped base."""
+def load_pipeline(path: str | None, mixed_precision: str = "no"):
+    """A pipeline folder (ShapesDiTPipeline or any diffusers pipeline) or a hub id; unset = the shipped base.
+    The denoiser loads in float32 (the trained weights' master copy); under mixed precision every other
+    component loads in its dtype, so a large text encoder never exists in float32."""
     import torch
     from diffusers import DiffusionPipeline
 
@@ -40,8 +42,10 @@ def load_pipeline(path: str | None):
             return ShapesDiTPipeline.from_pretrained(folder)
     elif path.startswith(("/", ".", "~")):
         raise ItercompError(f"pretrained={path}: no such folder; give a pipeline folder or a hub id")
-    try:  # fp32 master weights; mixed_precision autocasts the compute
-        return DiffusionPipeline.from_pretrained(path, dtype=torch.float32)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+    dtype = {"default": weight_dtype, "unet": torch.float32, "transformer": torch.float32}
+    try:
+        return DiffusionPipeline.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ItercompError(

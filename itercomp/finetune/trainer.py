@@ -42,6 +42,8 @@ from itercomp.finetune.sampling import evaluate
 from itercomp.io import atomic_dir, weights_digest, write_json
 
 RewardFn = Callable[[torch.Tensor, list[str]], dict[str, torch.Tensor]]
+# The dtype of the frozen modules under each mixed_precision setting (diffusers' training scripts' weight_dtype).
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -102,14 +104,14 @@ def finetune(
 ) -> dict:
     """Fine-tune `pipe`'s denoiser (or LoRA adapters on it) in place with reward feedback; returns the metrics
     also written to output_dir/metrics.json."""
-    from accelerate import Accelerator
+    from itercomp.accelerators import stage_accelerator
 
     prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
     if not prompts:
         raise ItercompError("finetune() needs at least one non-empty prompt")
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = accelerator or Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    accelerator = accelerator or stage_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
     run = prepare(pipe, reward_fn, prompts, config, accelerator, regulariser_data)
     print_banner(run)
     started = time.perf_counter()
@@ -140,10 +142,11 @@ def prepare(pipe, reward_fn, prompts, config: FeedbackConfig, accelerator, regul
     from itercomp.config import save_config
 
     torch.manual_seed(config.seed)  # LoRA's initialisation; the same on every process
-    pipe.to(accelerator.device)
     adapter = make_adapter(pipe, config.resolution, config.max_sequence_length)
     for module in adapter.frozen_modules().values():
         module.requires_grad_(False).eval()  # eval: text-encoder dropout would make the conditioning random
+    cast_frozen_modules(adapter, config, accelerator)  # before moving: a half-precision copy is all the device holds
+    pipe.to(accelerator.device)
     if isinstance(reward_fn, torch.nn.Module):
         reward_fn.requires_grad_(False).eval().to(accelerator.device)
     if not getattr(reward_fn, "differentiable", True) and mode_spec(config.grad_mode).differentiates_reward:
@@ -193,7 +196,37 @@ def trainable_weights(adapter: FeedbackAdapter, config: FeedbackConfig) -> tuple
         denoiser.requires_grad_(True)
     if config.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
-    return {name: p for name, p in denoiser.named_parameters() if p.requires_grad}, lora_config
+    trainable = {name: p for name, p in denoiser.named_parameters() if p.requires_grad}
+    for p in trainable.values():  # float32 master weights: a 1e-5 step is below half precision's resolution
+        p.data = p.data.float()
+    return trainable, lora_config
+
+
+def cast_frozen_modules(adapter: FeedbackAdapter, config: FeedbackConfig, accelerator) -> None:
+    """Precision as diffusers' training scripts set it: the frozen modules (text encoders, VAE, and the denoiser's
+    own weights under LoRA) in the mixed-precision dtype, the trained weights in float32 (`trainable_weights`),
+    the compute under autocast. A half-precision denoiser without mixed precision is refused: its forward pass
+    would mix float32 master weights with half-precision inputs outside autocast."""
+    dtype = adapter.dtype
+    if dtype in (torch.float16, torch.bfloat16) and config.mixed_precision == "no":
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+        raise ItercompError(
+            f"the pipeline's {adapter.denoiser_name} is {str(dtype).removeprefix('torch.')}; fine-tuning keeps float32 "
+            f"master weights and runs the half-precision modules under autocast: set mixed_precision={name} "
+            "(in the loop: --finetune mixed_precision=" + name + "), or load the model in float32"
+        )
+    if config.mixed_precision == "fp16" and not accelerator.native_amp:
+        raise ItercompError(
+            f"mixed_precision=fp16 has no autocast on {accelerator.device.type} (accelerate autocasts fp16 on GPUs "
+            "only); set mixed_precision=bf16, which also casts float16 modules to bfloat16"
+        )
+    weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
+    if weight_dtype is torch.float32:
+        return
+    for module in adapter.frozen_modules().values():
+        module.to(weight_dtype)
+    if config.use_lora:
+        adapter.denoiser.to(weight_dtype)
 
 
 def resume_from(run: Training) -> Path | None:
@@ -260,7 +293,7 @@ def train_step(run: Training, step: int) -> dict:
         for aspect, r in rewards.items():
             reward_sums[aspect] = reward_sums.get(aspect, 0.0) + r.detach().float().mean().item() / micro_batches
         run.micro_batches_run += 1
-    grad_norm, skipped = optimizer_step(run, step)
+    grad_norm, skipped = optimizer_step(run, step, totals[0].item())
     aspects = sorted(reward_sums)
     stats = torch.cat([totals, torch.tensor([reward_sums[a] for a in aspects], device=accelerator.device)])
     stats = accelerator.reduce(stats, reduction="mean") if accelerator.num_processes > 1 else stats
@@ -276,25 +309,38 @@ def train_step(run: Training, step: int) -> dict:
     }
 
 
-def optimizer_step(run: Training, step: int) -> tuple[float, bool]:
+def optimizer_step(run: Training, step: int, loss: float) -> tuple[float, bool]:
     """Clip, step and update the EMA; returns (the gradient norm, whether the step was skipped).
 
     Non-finite gradients (a NaN reward, an overflow) would poison the weights and Adam's moments: skip the step
-    and count it, as Playground v3 does. After the all-reduce every process sees the same norm."""
+    and count it, as Playground v3 does. So is an all-zero gradient under a non-zero loss (the gradient
+    underflowed). After the all-reduce every process sees the same norm. Weights that are not finite after a
+    step stop the run before anything is saved."""
     accelerator, optimizer = run.accelerator, run.optimizer
     grad_norm = accelerator.clip_grad_norm_(run.trainable.values(), run.config.max_grad_norm or float("inf"))
     grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-    skipped = not math.isfinite(grad_norm)
+    skipped = not math.isfinite(grad_norm) or (grad_norm == 0.0 and loss != 0.0)
     if skipped:
         run.state["skipped_steps"] += 1
         if accelerator.scaler is not None:
             optimizer.step()  # fp16: the grad scaler sees the inf, skips the update and lowers its scale
     else:
         optimizer.step()
+        check_finite_weights(run.trainable, step)
         if run.ema is not None:
             run.ema.update(run.trainable, step)
     optimizer.zero_grad(set_to_none=True)
     return grad_norm, skipped
+
+
+def check_finite_weights(trainable: dict[str, torch.Tensor], step: int) -> None:
+    """Refuse to go on (and so to save) once a trained weight is NaN or infinite."""
+    bad = [name for name, p in trainable.items() if not torch.isfinite(p).all()]
+    if bad:
+        raise ItercompError(
+            f"{len(bad)} trained tensor(s) became non-finite at step {step + 1} (first: {bad[0]}); nothing was saved. "
+            "Lower learning_rate or max_grad_norm, or use bf16 instead of fp16 mixed precision"
+        )
 
 
 def finish(run: Training, started: float) -> dict:
@@ -306,6 +352,11 @@ def finish(run: Training, started: float) -> dict:
 
     config, accelerator, adapter, state, out = run.config, run.accelerator, run.adapter, run.state, run.out
     accelerator.wait_for_everyone()
+    if state["step"] and state["skipped_steps"] == state["step"]:
+        raise ItercompError(
+            f"all {state['step']} steps were skipped (non-finite or underflowed gradients), so the weights never "
+            f"changed; nothing was saved. The history is in {out / 'checkpoint'}: check the rewards and the precision"
+        )
     if run.ema is not None:
         run.ema.copy_to(run.trainable)
     digest = weights_digest(run.trainable)
