@@ -76,15 +76,6 @@ def evaluator_spec(name: str | None, options: list[str]) -> dict:
     return spec
 
 
-def load_evaluator(spec):
-    """`build_evaluator` with every evaluator the orchestration knows registered (`rewards` lives in
-    reward_models, which itercomp.evaluation may not import)."""
-    import reward_models.evaluator  # noqa: F401  (registers "rewards")
-    from itercomp.evaluation import build_evaluator
-
-    return build_evaluator(spec)
-
-
 def run_entries(run: Path, k: int | None) -> tuple[int, list[dict]]:
     """(round, entries) of a run's evaluation images: <run>/round_<k>/eval/images/<prompt_id>_s<seed>.png, with
     prompt and aspect from rows.jsonl beside them."""
@@ -149,6 +140,8 @@ def evaluate(args) -> int:
         from itercomp.loop.layout import RunLayout
 
         spec["path"] = str(RunLayout(args.run).stage(source["round"], "rewards"))  # the round's own reward models
+    from itercomp.loop.evaluation import load_evaluator
+
     evaluator = load_evaluator(spec)
     prompts = len({e["prompt"] for e in entries})
     print(f"scoring {len(entries)} images of {prompts} prompts with {evaluator.name}, {evaluator.batch_size} per batch")

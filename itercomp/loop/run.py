@@ -23,7 +23,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -34,7 +34,7 @@ from gallery.diffusers_generator import DiffusersConfig
 from gallery.run import prompt_entry, unique_prompts
 from itercomp.config import to_dict
 from itercomp.errors import ItercompError
-from itercomp.io import read_json, read_jsonl, replace_dir, write_json, write_jsonl, write_text
+from itercomp.io import read_json, read_jsonl, replace_dir, write_json, write_text
 from itercomp.loop.config import (
     RESUMABLE,
     SHIPPED,
@@ -44,10 +44,11 @@ from itercomp.loop.config import (
     section_config,
     shipped_rewards,
 )
+from itercomp.loop.evaluation import annotator_score_fn, check_evaluator, evaluate_model
 from itercomp.loop.insertion import insert_candidates
 from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
 from itercomp.loop.prompts import PromptPools, file_pools, shapes_pools
-from itercomp.loop.report import eval_image_name, format_table, write_report
+from itercomp.loop.report import format_table, write_report
 from itercomp.prompts import split_for
 from itercomp.rankings import read_rankings, write_rankings
 from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX, Candidate, ImageRecord
@@ -68,11 +69,25 @@ class Run:
     feedback_config_cls: type
     log: Callable[[str], None]
     prompts: PromptPools
+    _evaluators: dict = field(default_factory=dict)
 
     @property
     def evaluator_spec(self) -> dict:
         """The evaluator's type and options as configured."""
         return dict(self.config.evaluator)
+
+    def evaluator(self, k: int):
+        """The evaluator of round k's images, built once; a `rewards` evaluator without a `path` scores with the
+        reward models after round k (the starting ones for round 0)."""
+        from itercomp.loop.evaluation import load_evaluator
+
+        spec = self.evaluator_spec
+        if spec.get("type") == "rewards" and not spec.get("path"):
+            spec["path"] = str(self.reward_models(k))
+        key = repr(sorted(spec.items()))
+        if key not in self._evaluators:
+            self._evaluators[key] = load_evaluator(spec)
+        return self._evaluators[key]
 
     @property
     def per_split(self) -> dict[str, int]:
@@ -189,13 +204,14 @@ def collect_rankings(run: Run, k: int) -> dict:
         def progress() -> dict:
             return store.progress(None, overlap=config.overlap, round=k)
 
-        if config.annotators == "simulated":
+        if config.annotators == "simulated":  # ranking by the evaluator's score (the oracle in the shapes world)
             simulate(
                 store,
                 SimulationConfig(
                     annotators=config.simulated_annotators, temperature=config.temperature, overlap=config.overlap,
                     seed=config.seed + 1000 * k, round=k,
                 ),
+                score_fn=annotator_score_fn(run.evaluator(k - 1)),
             )  # fmt: skip
         else:
             need = needed(progress(), config.target_rankings)
@@ -354,62 +370,6 @@ def finetune_summary(metrics: dict) -> dict:
     if isinstance(evaluation, dict):
         summary.update(reward_before=evaluation.get("before"), reward_after=evaluation.get("after"))
     return summary
-
-
-def evaluate_model(run: Run, k: int) -> dict:
-    """The oracle on the test split: the same prompts and seeds every round, images kept for the grids."""
-    from PIL import Image
-
-    from itercomp.models.evaluate import evaluate_pipeline
-
-    config, folder = run.config, run.layout.stage(k, "eval")
-    shutil.rmtree(folder / "images", ignore_errors=True)  # a killed evaluation starts over (it is deterministic)
-    prompts = run.prompts.test
-    run.log(
-        f"evaluating {run.member(k).name}: {len(prompts)} test prompts x {len(config.eval_seeds)} seed(s) = "
-        f"{len(prompts) * len(config.eval_seeds)} images, oracle-scored"
-    )
-    pipe = run.load_pipeline(k)
-    result = evaluate_pipeline(
-        pipe, prompts, seeds=config.eval_seeds, batch_size=config.eval_batch_size, **run.base.config.call
-    )
-    (folder / "images").mkdir(parents=True)
-    for row, image in zip(result["rows"], result["images"]):
-        Image.fromarray(image).save(folder / "images" / eval_image_name(row["prompt_id"], row["seed"]))
-    write_jsonl(folder / "rows.jsonl", result["rows"])
-    write_json(folder / "eval.json", result["summary"])
-    summary = {
-        "model": run.member(k).build().model_path,
-        "per_aspect": result["summary"],
-        "images": len(result["rows"]),
-    }
-    rewards = run.reward_models(k)
-    if rewards is not None:  # what the round's reward models think of the same images, beside the oracle
-        summary["learned_rewards"] = mean_learned_rewards(rewards, result["rows"], result["images"])
-    return summary
-
-
-def mean_learned_rewards(folder: Path, rows: list[dict], images) -> dict[str, float]:
-    """Mean normalised reward of each aspect's reward model on the evaluation images (H x W x 3 uint8) of its
-    own aspect."""
-    import numpy as np
-    import torch
-
-    from reward_models.ensemble import RewardEnsemble
-
-    ensemble = RewardEnsemble.from_pretrained(folder).eval()
-    means = {}
-    for aspect in ensemble.aspects:
-        picked = [i for i, row in enumerate(rows) if row["aspect"] == aspect]
-        scores = []
-        for start in range(0, len(picked), SCORE_BATCH):
-            chunk = picked[start : start + SCORE_BATCH]
-            batch = torch.from_numpy(np.stack([images[i] for i in chunk])).permute(0, 3, 1, 2).float() / 255
-            with torch.no_grad():  # the ensemble as fine-tuning calls it (its aggregate, views, contrast)
-                scores.append(ensemble(batch, [rows[i]["prompt"] for i in chunk])[aspect])
-        if scores:
-            means[aspect] = round(float(torch.cat(scores).mean()), 4)
-    return means
 
 
 def expand_rankings(run: Run, k: int) -> dict:
@@ -587,7 +547,8 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log, dry_
     layout = RunLayout(Path(config.output_dir)) if dry_run else open_run(config, resume, log)
     start = Gallery(gallery.name, selected, gallery.description, gallery.source)
     run = Run(config, layout, start, base, finetune_fn, feedback_config_cls, log, prompts)
-    run.reward_models(0)  # fails now, not after round 1's rankings, if the starting reward models are missing
+    # fails now, not after round 1's rankings, if the starting reward models or the evaluator are wrong
+    check_evaluator(run.evaluator_spec, run.reward_models(0))
     return run
 
 
@@ -595,6 +556,11 @@ def check_real_data(config: IterateConfig) -> None:
     """Prompt files are other text than the shapes world's: the settings made for the world cannot score it."""
     if config.prompts.source == "shapes":
         return
+    if config.evaluator.get("type", "shapes") == "shapes":
+        raise ItercompError(
+            "the shapes evaluator (the world's oracle) scores only shapes-world prompts; for prompts from files set "
+            "evaluator.type to t2i_compbench or rewards"
+        )
     if config.reward == "oracle":
         raise ItercompError(
             "reward: oracle is the shapes world's oracle and cannot score prompts from files; use reward: learned"

@@ -17,8 +17,11 @@ def evaluation_prompts(n: int, split: str = "test", aspects=ASPECTS) -> list[tup
 
 
 @torch.no_grad()
-def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_size: int = 100, **call_kwargs) -> dict:
-    """Sample every (aspect, prompt) once per seed (seed k -> generator seeded with k * 100003 + index)."""
+def sample_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_size: int = 100, **call_kwargs):
+    """Every (aspect, prompt) sampled once per seed (seed k -> generator seeded with k * 100003 + index): rows of
+    {prompt_id, prompt, aspect, seed} and the images (N x H x W x 3 uint8), in that order."""
+    from itercomp.prompts import generic_prompt_id
+
     rows, images = [], []
     pipe.set_progress_bar_config(disable=True)
     for seed in seeds:
@@ -27,28 +30,60 @@ def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_si
             generators = [torch.Generator().manual_seed(seed * 100003 + start + k) for k in range(len(chunk))]
             out = pipe([p for _, p in chunk], generator=generators, output_type="np", **call_kwargs).images
             for (aspect, prompt), image in zip(chunk, out):
-                verdict = score(image, prompt)
-                drawn = objects_drawn(verdict)
-                rows.append(
-                    {
-                        "objects": len(drawn),
-                        "objects_drawn": sum(drawn),
-                        "coverage": coverage(image),
-                        "prompt_id": prompt_id(prompt),
-                        "prompt": prompt,
-                        "aspect": aspect,
-                        "seed": seed,
-                        "correct": verdict.correct,
-                        "score": verdict.score,
-                    }
-                )
-                images.append(image)
-    summary = summarize(rows)
+                rows.append({"prompt_id": generic_prompt_id(prompt), "prompt": prompt, "aspect": aspect, "seed": seed})
+                images.append(to_uint8(image))
+    return rows, np.stack(images)
+
+
+def to_uint8(image) -> np.ndarray:
+    """An H x W x 3 image as uint8: float images in [0, 1] (diffusers' "np" output) are scaled and rounded."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def oracle_rows(rows: list[dict], images) -> list[dict]:
+    """The sampled rows with the oracle's verdict, soft score, objects drawn and coverage of each image."""
+    out = []
+    for row, image in zip(rows, images):
+        verdict = score(image, row["prompt"])
+        drawn = objects_drawn(verdict)
+        out.append(
+            {
+                "objects": len(drawn),
+                "objects_drawn": sum(drawn),
+                "coverage": coverage(image),
+                **row,
+                "correct": verdict.correct,
+                "score": verdict.score,
+            }
+        )
+    return out
+
+
+def shapes_summary(rows: list[dict]) -> dict:
+    """Per aspect: the oracle's accuracy and mean soft score, the share of the prompts' objects drawn as asked
+    and the mean coverage."""
+    return add_object_stats(summarize(rows), rows)
+
+
+def add_object_stats(summary: dict, rows: list[dict]) -> dict:
+    """`object_accuracy` and `coverage` added to each aspect of a summary whose rows carry the shapes
+    evaluator's object counts (other evaluators' summaries are returned as they are)."""
     for aspect, entry in summary.items():
         mine = [r for r in rows if r["aspect"] == aspect]
-        entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
-        entry["coverage"] = float(np.mean([r["coverage"] for r in mine]))
-    return {"summary": summary, "rows": rows, "images": np.stack(images)}
+        if mine and all("objects" in r for r in mine):
+            entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
+            entry["coverage"] = float(np.mean([r["coverage"] for r in mine]))
+    return summary
+
+
+def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_size: int = 100, **call_kwargs) -> dict:
+    """The oracle on a pipeline's samples (`sample_pipeline`): {summary, rows, images}."""
+    rows, images = sample_pipeline(pipe, prompts, seeds, batch_size, **call_kwargs)
+    rows = oracle_rows(rows, images)
+    return {"summary": shapes_summary(rows), "rows": rows, "images": images}
 
 
 NOISE_LEVELS = (0.3, 0.5, 0.7, 0.9)
