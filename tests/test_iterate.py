@@ -422,7 +422,7 @@ def test_format_table_means_the_three_reward_aspects_and_lists_the_learned_rewar
             "learned_rewards": dict.fromkeys(REWARD_ASPECTS, -0.25),
         },
     ]
-    lines = format_table({"rounds": rounds}).splitlines()
+    lines = format_table({"rounds": rounds, "measure": "accuracy"}).splitlines()
     assert lines[0].split()[-3:] == ["mean", "of", "3"]
     assert lines[1].split() == ["0", "0.300", "0.000", "0.600", "0.900", "0.300"]  # complex left out of the mean
     assert lines[2].split() == ["2", "0.500", "0.500", "0.500", "0.500", "0.500"]
@@ -433,4 +433,7 @@ def test_format_table_means_the_three_reward_aspects_and_lists_the_learned_rewar
         "-0.250",
         "-",
     ]
+    # An evaluator without verdicts (t2i_compbench) is tabled by its mean score.
+    scored = [{"round": 0, "test": {a: {"accuracy": None, "mean_score": 0.25} for a in test}}]
+    assert format_table({"rounds": scored, "measure": "mean_score"}).splitlines()[1].split()[-1] == "0.250"
     assert len(lines) == 5

@@ -51,7 +51,7 @@ def _saved_config(args) -> dict | None:
 def iterate(args) -> int:
     from itercomp.loop.config import load_iterate_config
     from itercomp.loop.human import EXIT_WAITING, WaitingForRankings
-    from itercomp.loop.report import format_table
+    from itercomp.loop.report import format_table, table_title
     from itercomp.loop.run import iterate as run
 
     config = load_iterate_config(args, saved=_saved_config(args))
@@ -67,7 +67,7 @@ def iterate(args) -> int:
         print(f"itercomp: waiting: {e}")
         return EXIT_WAITING
     print()
-    print("oracle accuracy on the test split (round 0 = base model):")
+    print(f"{table_title(report)} on the test prompts (round 0 = base model):")
     print(format_table(report))
     print(f"report:   {config.output_dir}/report.json")
     print(f"pictures: {report['pictures']['scores']}")

@@ -10,6 +10,7 @@ config class. The loop sets what ties a stage into the run layout (data, output 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
@@ -39,10 +40,15 @@ def shipped_rewards() -> Path:
     return Path(__file__).resolve().parents[1] / "weights" / "rewards"
 
 
-def _reward_defaults() -> dict:
-    # Refining shipped models on a few hundred rankings: a fifth of the from-scratch learning rate and a few
-    # epochs keep them close to where they start (they already agree with the oracle on ~90% of pairs).
-    return {"epochs": 4, "learning_rate": 2e-4, "batch_rankings": 16}
+def reward_backbone(rewards: dict, reward_init: str | None) -> str:
+    """The reward models' backbone: the `rewards:` section's, else the starting models' (reward_init), else shapes."""
+    if rewards.get("backbone"):
+        return rewards["backbone"]
+    if reward_init and reward_init != SHIPPED:
+        config = next(Path(reward_init).glob("*/config.json"), None)
+        if config is not None:
+            return json.loads(config.read_text()).get("backbone", "shapes")
+    return "shapes"
 
 
 def _round_budget() -> dict:
@@ -94,7 +100,8 @@ class IterateConfig:
                                 "name (shapes, real_images; default: the shapes world's)")  # fmt: skip
     # reward models
     reward_init: str | None = _f(SHIPPED, "round 0's reward models: 'shipped', a folder of <aspect>/, or null (new)")
-    rewards: dict = _f(_reward_defaults, "RewardTrainConfig fields for refinement, e.g. --rewards epochs=2")
+    rewards: dict = _f(dict, "RewardTrainConfig fields for refinement over the backbone's defaults "
+                       "(reward_models.config.refine_defaults), e.g. --rewards epochs=2")  # fmt: skip
     # fine-tuning
     reward: str = _f("learned", "what fine-tuning climbs: learned (the round's reward models) or oracle (the shapes "
                      "world's oracle, the ceiling; needs --finetune grad_mode=grpo, dpo or select)")  # fmt: skip
@@ -113,9 +120,10 @@ class IterateConfig:
 
     def __post_init__(self):
         from itercomp.finetune.config import check_reward_kind
-        from reward_models.config import RewardTrainConfig
+        from reward_models.config import RewardTrainConfig, refine_defaults
 
-        rewards = {**_reward_defaults(), **check_section("rewards", self.rewards)}
+        rewards = check_section("rewards", self.rewards)
+        rewards = {**refine_defaults(reward_backbone(rewards, self.reward_init)), **rewards}
         self.rewards = loader.coerce_values(RewardTrainConfig, rewards, "rewards")
         self.finetune = {**_round_budget(), **check_section("finetune", self.finetune)}
         for name, low in MINIMUM.items():

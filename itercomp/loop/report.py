@@ -41,6 +41,7 @@ def round_entry(layout: RunLayout, k: int) -> dict | None:
         "model": evaluation["summary"]["model"] if evaluation else None,
         "test": evaluation["summary"]["per_aspect"] if evaluation else None,
         "learned_rewards": evaluation["summary"].get("learned_rewards") if evaluation else None,
+        "evaluator": evaluation["summary"].get("evaluator") if evaluation else None,
         "timings": {name: v["seconds"] for name, v in done.items() if v is not None},
     }
     if k > 0:
@@ -72,7 +73,11 @@ def build_report(layout: RunLayout, rounds: int) -> dict:
             series["learned_reward"] = [(e.get("learned_rewards") or {}).get(aspect) for e in evaluated]
         per_aspect[aspect] = series
     complete = len(entries) == rounds + 1 and all(e["complete"] for e in entries)
+    evaluators = [e["evaluator"] for e in evaluated if e.get("evaluator")]
+    has_accuracy = all(v is not None for s in per_aspect.values() for v in s["accuracy"])
     return {
+        "evaluator": evaluators[-1] if evaluators else {"type": "shapes"},
+        "measure": "accuracy" if has_accuracy else "mean_score",
         "run": str(layout.root),
         "rounds_planned": rounds,
         "rounds_complete": sum(e["complete"] for e in entries if e["round"] > 0),
@@ -92,7 +97,10 @@ def plot_scores(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("accuracy", "oracle accuracy"), ("mean_score", "mean oracle score")]
+    name = "oracle" if report["evaluator"].get("type") == "shapes" else report["evaluator"].get("type")
+    panels = [("mean_score", f"mean {name} score")]
+    if report["measure"] == "accuracy":
+        panels.insert(0, ("accuracy", f"{name} accuracy"))
     if any(v is not None for s in report["per_aspect"].values() for v in s.get("learned_reward", [])):
         panels.append(("learned_reward", "mean score by the round's reward models"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
@@ -139,8 +147,8 @@ def write_grids(layout: RunLayout, report: dict, n_prompts: int, seed: int) -> l
                 verdict = verdicts[k].get((row["prompt_id"], seed), {})
                 path = layout.stage(k, "eval") / "images" / eval_image_name(row["prompt_id"], seed)
                 images.append(np.asarray(Image.open(path).convert("RGB")))
-                mark = "correct" if verdict.get("correct") else "wrong"
-                caption = f"r{k} {mark} {verdict.get('score', float('nan')):.2f}"
+                mark = {True: "correct ", False: "wrong ", None: ""}[verdict.get("correct")]
+                caption = f"r{k} {mark}{verdict.get('score', float('nan')):.2f}"
                 captions.append(f"{caption}: {row['prompt']}" if column == 0 else caption)
         grid = make_grid(
             images, captions, columns=len(rounds), caption_lines=6,
@@ -162,18 +170,25 @@ def write_report(layout: RunLayout, rounds: int, grid_prompts: int, grid_seed: i
     return report
 
 
+def table_title(report: dict) -> str:
+    """What `format_table` shows, e.g. "oracle accuracy" or "t2i_compbench mean score"."""
+    name = "oracle" if report["evaluator"].get("type") == "shapes" else report["evaluator"].get("type")
+    return f"{name} {'accuracy' if report['measure'] == 'accuracy' else 'mean score'}"
+
+
 def format_table(report: dict) -> str:
-    """Round x aspect oracle accuracy on the test split and the mean of the three reward aspects (IterComp's
-    measure; complex is shown but not in the mean); under it, where recorded, the mean score the round's reward
-    models give the same images (what fine-tuning climbs)."""
+    """Round x aspect evaluator accuracy (or mean score, for evaluators without verdicts) on the test prompts and
+    the mean of the three reward aspects (IterComp's measure; complex is shown but not in the mean); under it,
+    where recorded, the mean score the round's reward models give the same images (what fine-tuning climbs)."""
+    measure = report["measure"]
     header = f"{'round':<6}" + "".join(f"{SHORT[a]:>13}" for a in ASPECTS) + f"{'mean of 3':>11}"
     lines = [header]
     for entry in report["rounds"]:
         if entry["test"] is None:
             continue
-        values = [entry["test"].get(a, {}).get("accuracy") for a in ASPECTS]
+        values = [entry["test"].get(a, {}).get(measure) for a in ASPECTS]
         cells = "".join(f"{v:>13.3f}" if v is not None else f"{'-':>13}" for v in values)
-        three = [entry["test"][a]["accuracy"] for a in REWARD_ASPECTS if a in entry["test"]]
+        three = [entry["test"][a][measure] for a in REWARD_ASPECTS if a in entry["test"]]
         mean = sum(three) / len(three) if three else float("nan")
         lines.append(f"{entry['round']:<6}{cells}{mean:>11.3f}")
     learned = [e for e in report["rounds"] if e["test"] is not None and e.get("learned_rewards")]
