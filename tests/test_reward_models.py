@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from pipelines import tiny_backbone
 
 from itercomp.io import read_jsonl
 from itercomp.prompts import split_for
@@ -26,38 +27,6 @@ TINY = {"width": 32, "image_layers": 1, "fusion_layers": 1, "heads": 2}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_backbone(kind: str, folder: Path) -> Path:
-    """A tiny BLIP / CLIP / SigLIP saved like a hub checkpoint (model + tokenizer), never downloaded."""
-    from transformers import BlipConfig, BlipForImageTextRetrieval, CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
-
-    torch.manual_seed(0)
-    vision = dict(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=30, patch_size=6
-    )
-    tokenizer = build_world_tokenizer(40)
-    ids = dict(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id, pad_token_id=0)
-    text = dict(
-        vocab_size=99,
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=40,
-        **ids,
-    )
-    if kind == "blip":
-        model = BlipForImageTextRetrieval(
-            BlipConfig(vision_config=vision, text_config={**text, "encoder_hidden_size": 32, "sep_token_id": 3})
-        )
-    elif kind == "clip":
-        model = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=16))
-    else:
-        model = SiglipModel(SiglipConfig(vision_config=vision, text_config=text))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 PROMPTS = ["a red circle and a hollow blue square", "a small green triangle to the left of a white cross"]

@@ -122,6 +122,8 @@ class IterateConfig:
         from itercomp.finetune.config import check_reward_kind
         from reward_models.config import RewardTrainConfig, refine_defaults
 
+        if isinstance(self.prompts, dict):  # built in Python rather than by the loader
+            self.prompts = loader.config_from_dict(PromptSources, self.prompts, "prompts")
         rewards = check_section("rewards", self.rewards)
         rewards = {**refine_defaults(reward_backbone(rewards, self.reward_init)), **rewards}
         self.rewards = loader.coerce_values(RewardTrainConfig, rewards, "rewards")

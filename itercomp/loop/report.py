@@ -103,7 +103,8 @@ def plot_scores(report: dict, path: Path) -> None:
         panels.insert(0, ("accuracy", f"{name} accuracy"))
     if any(v is not None for s in report["per_aspect"].values() for v in s.get("learned_reward", [])):
         panels.append(("learned_reward", "mean score by the round's reward models"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    axes = axes[0]
     for ax, (metric, label) in zip(axes, panels):
         for aspect, series in report["per_aspect"].items():
             points = [(k, v) for k, v in zip(series["rounds"], series.get(metric, [])) if v is not None]

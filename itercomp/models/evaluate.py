@@ -8,7 +8,6 @@ import torch
 from itercomp.world.evaluate import coverage, objects_drawn, summarize
 from itercomp.world.oracle import score
 from itercomp.world.prompts import generate_prompts
-from itercomp.world.scene import prompt_id
 from itercomp.world.vocab import ASPECTS
 
 
@@ -73,7 +72,7 @@ def add_object_stats(summary: dict, rows: list[dict]) -> dict:
     evaluator's object counts (other evaluators' summaries are returned as they are)."""
     for aspect, entry in summary.items():
         mine = [r for r in rows if r["aspect"] == aspect]
-        if mine and all("objects" in r for r in mine):
+        if mine and all("objects_drawn" in r for r in mine):
             entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
             entry["coverage"] = float(np.mean([r["coverage"] for r in mine]))
     return summary
