@@ -34,13 +34,14 @@ def needed(progress: dict, target: int | None) -> int:
     return target
 
 
-def waiting_message(progress: dict, need: int, db: str, resume_command: str) -> str:
+def waiting_message(progress: dict, need: int, db: str, resume_command: str, guidelines: str | None = None) -> str:
     k, overlap = progress["round"], progress["overlap"]
+    guide = f" --guidelines {guidelines}" if guidelines else ""
     return (
         f"round {k} needs {need} human rankings ({progress['tasks']} tasks, overlap {overlap}); "
         f"{progress['towards_target']} so far in {db}. Add annotators once with "
         f"`itercomp annotate add-user NAME --db {db}`, serve the ranking page with "
-        f"`itercomp annotate serve --db {db} --round {k} --overlap {overlap}`, then continue with "
+        f"`itercomp annotate serve --db {db} --round {k} --overlap {overlap}{guide}`, then continue with "
         f"`{resume_command}` (finished stages are kept)"
     )
 

@@ -226,7 +226,7 @@ def collect_rankings(run: Run, k: int) -> dict:
                     progress,
                     need,
                     config.human_wait_minutes,
-                    lambda p: waiting_message(p, need, db, run.resume_command),
+                    lambda p: waiting_message(p, need, db, run.resume_command, config.guidelines),
                 )
             finally:
                 if stop is not None:
