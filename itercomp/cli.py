@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("default", category=DeprecationWarning, module=r"itercomp\b")
         warnings.showwarning = _show_warning
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # a command may rerun itself under a launcher
         try:
             return args.func(args) or 0
         except ItercompError as e:

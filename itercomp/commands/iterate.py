@@ -51,10 +51,17 @@ def _saved_config(args) -> dict | None:
 def iterate(args) -> int:
     from itercomp.loop.config import load_iterate_config
     from itercomp.loop.human import EXIT_WAITING, WaitingForRankings
+    from itercomp.loop.processes import launch_command, launched
     from itercomp.loop.report import format_table, table_title
     from itercomp.loop.run import iterate as run
 
     config = load_iterate_config(args, saved=_saved_config(args))
+    if config.num_processes > 1 and not args.dry_run and not launched():
+        import subprocess
+
+        command, env = launch_command(config.num_processes, args.argv)
+        print(f"itercomp: running on {config.num_processes} processes: {' '.join(command)}", flush=True)
+        return subprocess.call(command, env=env)
     if args.dry_run:
         from itercomp.loop.plan import build_plan, format_plan
         from itercomp.loop.run import prepare
@@ -66,6 +73,8 @@ def iterate(args) -> int:
     except WaitingForRankings as e:
         print(f"itercomp: waiting: {e}")
         return EXIT_WAITING
+    if report is None:  # a process other than the main one of a multi-process run
+        return 0
     print()
     print(f"{table_title(report)} on the test prompts (round 0 = base model):")
     print(format_table(report))

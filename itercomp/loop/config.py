@@ -23,13 +23,14 @@ ANNOTATOR_MODES = ("simulated", "human")
 MINIMUM = {  # the least value of each number setting (an unset target_rankings has none)
     **dict.fromkeys(("prompts_per_aspect", "val_prompts_per_aspect", "images_per_prompt", "current_model_seeds",
                      "overlap", "simulated_annotators", "finetune_prompts_per_aspect", "eval_prompts_per_aspect",
-                     "eval_batch_size", "target_rankings"), 1),
+                     "eval_batch_size", "target_rankings", "num_processes"), 1),
     "rounds": 0, "grid_prompts": 0, "temperature": 0, "human_wait_minutes": 0,
 }  # fmt: skip
 # Set by the loop per round and stage; a section that sets them would break the run layout.
 RESERVED = {"rewards": ("rankings", "output_dir", "aspects", "init_from"), "finetune": ("output_dir",)}
 # Settings that may differ when a run is resumed: how far to go and how to wait, not what is computed.
-RESUMABLE = ("rounds", "human_wait_minutes", "human_serve", "serve_host", "serve_port", "guidelines", "threads")
+RESUMABLE = ("rounds", "human_wait_minutes", "human_serve", "serve_host", "serve_port", "guidelines", "threads",
+             "num_processes")  # fmt: skip
 SHIPPED = "shipped"  # `reward_init` value meaning the reward models shipped in the package
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 # A recipe's own run (its output folder, seed and machine) is not the loop's: the loop sets those per round.
@@ -72,6 +73,9 @@ class IterateConfig:
     output_dir: str = _f("runs/iterate", "run folder (round_<k>/, report.json, pictures)")
     seed: int = _f(0, "seed of prompts, gallery seeds, annotators and training")
     threads: int | None = _f(None, "torch CPU threads (default: torch's choice)")
+    num_processes: int = _f(1, "processes every stage runs on: > 1 reruns the loop under `accelerate launch` (the "
+                            "gallery and evaluation sharded, reward training and fine-tuning in DDP; one GPU each, or "
+                            "gloo on CPUs)")  # fmt: skip
     # gallery
     gallery: str = _f("shapes", "gallery YAML file or shipped gallery name")
     members: tuple[str, ...] | None = _f(None, "gallery members to use (default: all); must include base_member")

@@ -64,31 +64,52 @@ def score_images(evaluator, rows: list[dict], images, log=None) -> list[dict]:
 
 
 def evaluate_model(run: Run, k: int) -> dict:
-    """Round k's model on the test prompts (the same prompts and seeds every round), scored by the evaluator;
-    images kept for the grids and for `itercomp eval --run`."""
+    """Round k's model on the test prompts (the same prompts and seeds every round), sampled by every process
+    (a share each), then scored by the evaluator on the main process; images kept for the grids and for
+    `itercomp eval --run`."""
     import gc
 
-    from PIL import Image
+    import numpy as np
 
-    from itercomp.evaluation import summarize_rows
-    from itercomp.models.evaluate import add_object_stats, sample_pipeline
+    from itercomp.loop.processes import gather, on_main
+    from itercomp.models.evaluate import sample_pipeline
 
-    config, folder = run.config, run.layout.stage(k, "eval")
-    shutil.rmtree(folder / "images", ignore_errors=True)  # a killed evaluation starts over (it is deterministic)
+    config, folder, state = run.config, run.layout.stage(k, "eval"), run.state
     prompts = run.prompts.test
     run.log(
         f"evaluating {run.member(k).name}: {len(prompts)} test prompts x {len(config.eval_seeds)} seed(s) = "
         f"{len(prompts) * len(config.eval_seeds)} images, scored by {config.evaluator.get('type')}"
     )
-    pipe = run.load_pipeline(k)
+    pipe = run.load_pipeline(k, state.device)
     rows, images = sample_pipeline(
-        pipe, prompts, seeds=config.eval_seeds, batch_size=config.eval_batch_size, **run.base.config.call
-    )
+        pipe, prompts, seeds=config.eval_seeds, batch_size=config.eval_batch_size,
+        rank=state.process_index, world=state.num_processes, **run.base.config.call,
+    )  # fmt: skip
     del pipe  # the evaluator's models load next
     gc.collect()
+    shares = gather(state, (rows, images))
+
+    def score_all() -> dict:  # the shares back in one process's order, then scored
+        rows = [r for share, _ in shares for r in share]
+        images = [image for _, share in shares for image in share]
+        order = sorted(range(len(rows)), key=lambda j: (rows[j]["seed"], rows[j]["index"]))
+        rows = [{key: v for key, v in rows[j].items() if key != "index"} for j in order]
+        return score_and_save(run, k, folder, rows, np.stack([images[j] for j in order]))
+
+    return on_main(state, score_all)
+
+
+def score_and_save(run: Run, k: int, folder: Path, rows: list[dict], images) -> dict:
+    """The evaluator's scores of round k's test images, written with the images: rows.jsonl, eval.json, images/."""
+    from PIL import Image
+
+    from itercomp.evaluation import summarize_rows
+    from itercomp.models.evaluate import add_object_stats
+
     evaluator = run.evaluator(k)
     rows = score_images(evaluator, rows, images, run.log)
     summary = add_object_stats(summarize_rows(rows), rows)
+    shutil.rmtree(folder / "images", ignore_errors=True)  # a killed evaluation starts over (it is deterministic)
     (folder / "images").mkdir(parents=True)
     for row, image in zip(rows, images):
         Image.fromarray(image).save(folder / "images" / eval_image_name(row["prompt_id"], row["seed"]))

@@ -47,6 +47,7 @@ from itercomp.loop.config import (
 from itercomp.loop.evaluation import annotator_score_fn, check_evaluator, evaluate_model
 from itercomp.loop.insertion import insert_candidates
 from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
+from itercomp.loop.processes import SingleProcess, on_main, process_state
 from itercomp.loop.prompts import PromptPools, file_pools, shapes_pools
 from itercomp.loop.report import format_table, write_report
 from itercomp.prompts import split_for
@@ -69,6 +70,7 @@ class Run:
     feedback_config_cls: type
     log: Callable[[str], None]
     prompts: PromptPools
+    state: object = field(default_factory=SingleProcess)  # the processes (itercomp.loop.processes)
     _evaluators: dict = field(default_factory=dict)
 
     @property
@@ -112,12 +114,12 @@ class Run:
         members = [*self.gallery.members, *(self.member(j) for j in range(1, k))]
         return Gallery(f"{self.gallery.name}+r{k - 1}", members, self.gallery.description, self.gallery.source)
 
-    def load_pipeline(self, k: int):
+    def load_pipeline(self, k: int, device=None):
         generator = self.member(k).build()
         reason = generator.unavailable()
         if reason:
             raise ItercompError(f"cannot load the round-{k} model {generator.name!r}: {reason}")
-        generator.load()
+        generator.load(device)
         return generator.pipe
 
     def reward_models(self, k: int) -> Path | None:
@@ -165,11 +167,11 @@ def render_round_gallery(run: Run, k: int) -> dict:
     if extra > config.images_per_prompt:  # first, so the full gallery's call writes run.json and the grids
         render_gallery(
             gallery, prompts, folder, members=[current], images_per_prompt=extra, seed=config.seed,
-            grids=False, log=run.log,
+            grids=False, accelerator=run.state, log=run.log,
         )  # fmt: skip
     summary = render_gallery(
         gallery, prompts, folder, images_per_prompt=config.images_per_prompt,
-        seed=config.seed, skip_unavailable=config.skip_unavailable, log=run.log,
+        seed=config.seed, skip_unavailable=config.skip_unavailable, accelerator=run.state, log=run.log,
     )  # fmt: skip
     images = read_jsonl(folder / MANIFEST)
     return {
@@ -188,6 +190,11 @@ def render_round_gallery(run: Run, k: int) -> dict:
 
 
 def collect_rankings(run: Run, k: int) -> dict:
+    """The annotation store, its annotators (simulated or people) and the export: on the main process."""
+    return on_main(run.state, lambda: store_rankings(run, k))
+
+
+def store_rankings(run: Run, k: int) -> dict:
     from annotation_app.interchange import export
     from annotation_app.simulate import SimulationConfig, simulate
     from annotation_app.store import Store
@@ -265,19 +272,19 @@ def refine_rewards(run: Run, k: int) -> dict:
         final = folder / aspect
         if not (final / "train_state.json").is_file():  # written last by the trainer
             work = folder / ".work" / aspect
-            shutil.rmtree(work, ignore_errors=True)
+            on_main(run.state, lambda work=work: shutil.rmtree(work, ignore_errors=True))
             train_config = section_config(
                 "rewards", config.rewards, RewardTrainConfig, rankings=str(rankings_file), output_dir=str(work),
                 aspects=(aspect,), init_from=str(init) if init else None,
                 **({} if "seed" in config.rewards else {"seed": config.seed + k}),
             )  # fmt: skip
-            train(train_config)
-            replace_dir(work / aspect, final)
+            train(train_config)  # every process: data-parallel
+            on_main(run.state, lambda work=work, final=final, aspect=aspect: replace_dir(work / aspect, final))
         state = read_json(final / "train_state.json")
         keep = ("train_rankings", "train_pairs", "val_rankings", "best_epoch", "best_val_loss", "best_val_accuracy")
         summary[aspect] = {"train": {key: state.get(key) for key in (*keep, "epochs_run", "seconds")}}
-    shutil.rmtree(folder / ".work", ignore_errors=True)
-    for aspect, result in held_out_accuracy(run, k, init).items():
+    on_main(run.state, lambda: shutil.rmtree(folder / ".work", ignore_errors=True))
+    for aspect, result in on_main(run.state, lambda: held_out_accuracy(run, k, init)).items():
         summary[aspect].update(result)
     return summary
 
@@ -321,7 +328,7 @@ def finetune_model(run: Run, k: int) -> dict:
     from reward_models.ensemble import RewardEnsemble
 
     config, folder = run.config, run.layout.stage(k, "model")
-    pipe = run.load_pipeline(k - 1)
+    pipe = run.load_pipeline(k - 1)  # every process; the fine-tuner's accelerator places it and syncs gradients
     if config.reward == "oracle":
         from itercomp.finetune.oracle_reward import OracleReward
 
@@ -381,8 +388,14 @@ def expand_rankings(run: Run, k: int) -> dict:
     member = run.member(k)
     render_gallery(
         Gallery(member.name, [member]), prompts, folder / "gallery", images_per_prompt=config.images_per_prompt,
-        seed=config.seed, log=run.log,
+        seed=config.seed, accelerator=run.state, log=run.log,
     )  # fmt: skip
+    return on_main(run.state, lambda: insert_new_images(run, k, rankings))
+
+
+def insert_new_images(run: Run, k: int, rankings) -> dict:
+    """Score the new model's images and every old candidate with round k's reward models, insert them."""
+    folder = run.layout.stage(k, "expand")
     new: dict[str, list[Candidate]] = defaultdict(list)
     for row in read_jsonl(folder / "gallery" / MANIFEST):
         record = ImageRecord.from_dict(row)
@@ -471,11 +484,11 @@ def run_stage(run: Run, k: int, name: str) -> dict:
     done = read_done(folder)
     if done is not None:
         return done["summary"]
-    folder.mkdir(parents=True, exist_ok=True)
+    on_main(run.state, lambda: folder.mkdir(parents=True, exist_ok=True))
     run.log(f"==== round {k} / {run.config.rounds}: {name} ====")
     start = time.perf_counter()
-    summary = STAGE_FUNCTIONS[name](run, k)
-    return mark_done(folder, summary, time.perf_counter() - start)["summary"]
+    summary = STAGE_FUNCTIONS[name](run, k)  # every process; each stage says what it splits
+    return on_main(run.state, lambda: mark_done(folder, summary, time.perf_counter() - start)["summary"])
 
 
 def iterate(
@@ -496,18 +509,22 @@ def iterate(
 
         torch.set_num_threads(config.threads)
     run = prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log)
-    layout = run.layout
+    layout, state = run.layout, run.state
     finished = [k for k in range(config.rounds + 1) if read_done(layout.stage(k, "expand" if k else "eval"))]
     if finished:
-        log(f"resuming {layout.root}: round(s) {', '.join(map(str, finished))} finished earlier and are skipped")
+        run.log(f"resuming {layout.root}: round(s) {', '.join(map(str, finished))} finished earlier and are skipped")
+
+    def report() -> dict:
+        return write_report(layout, config.rounds, config.grid_prompts, config.eval_seeds[0])
+
     run_stage(run, 0, "eval")
-    report = write_report(layout, config.rounds, config.grid_prompts, config.eval_seeds[0])
+    result = on_main(state, report)
     for k in range(1, config.rounds + 1):
         for name in STAGES:
             run_stage(run, k, name)
-        report = write_report(layout, config.rounds, config.grid_prompts, config.eval_seeds[0])
-        log(format_table(report))
-    return report
+        result = on_main(state, report)
+        run.log(format_table(result))
+    return result if state.is_main_process else None
 
 
 def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log, dry_run: bool = False) -> Run:
@@ -544,9 +561,12 @@ def prepare(config, resume, gallery, finetune_fn, feedback_config_cls, log, dry_
 
         load_guidelines(config.guidelines)
     prompts = prompt_pools(config)
-    layout = RunLayout(Path(config.output_dir)) if dry_run else open_run(config, resume, log)
+    state = SingleProcess() if dry_run else process_state()
+    if not state.is_main_process:  # one voice: the main process logs
+        log = lambda _: None  # noqa: E731
+    layout = RunLayout(Path(config.output_dir)) if dry_run else on_main(state, lambda: open_run(config, resume, log))
     start = Gallery(gallery.name, selected, gallery.description, gallery.source)
-    run = Run(config, layout, start, base, finetune_fn, feedback_config_cls, log, prompts)
+    run = Run(config, layout, start, base, finetune_fn, feedback_config_cls, log, prompts, state)
     # fails now, not after round 1's rankings, if the starting reward models or the evaluator are wrong
     check_evaluator(run.evaluator_spec, run.reward_models(0))
     return run

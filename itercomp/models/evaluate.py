@@ -16,22 +16,42 @@ def evaluation_prompts(n: int, split: str = "test", aspects=ASPECTS) -> list[tup
 
 
 @torch.no_grad()
-def sample_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_size: int = 100, **call_kwargs):
-    """Every (aspect, prompt) sampled once per seed (seed k -> generator seeded with k * 100003 + index): rows of
-    {prompt_id, prompt, aspect, seed} and the images (N x H x W x 3 uint8), in that order."""
+def sample_pipeline(
+    pipe,
+    prompts: list[tuple[str, str]],
+    seeds=(0,),
+    batch_size: int = 100,
+    rank: int = 0,
+    world: int = 1,
+    **call_kwargs,
+):
+    """Every (aspect, prompt) sampled once per seed, image i of a seed from a generator seeded with
+    seed * 100003 + i, so an image does not depend on which process draws it: rows of {index, prompt_id, prompt,
+    aspect, seed} and the images (N x H x W x 3 uint8). With `world` > 1 this process draws every world-th
+    prompt from `rank` on."""
     from itercomp.prompts import generic_prompt_id
 
     rows, images = [], []
     pipe.set_progress_bar_config(disable=True)
+    mine = list(range(rank, len(prompts), world))
     for seed in seeds:
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            generators = [torch.Generator().manual_seed(seed * 100003 + start + k) for k in range(len(chunk))]
-            out = pipe([p for _, p in chunk], generator=generators, output_type="np", **call_kwargs).images
-            for (aspect, prompt), image in zip(chunk, out):
-                rows.append({"prompt_id": generic_prompt_id(prompt), "prompt": prompt, "aspect": aspect, "seed": seed})
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start : start + batch_size]
+            generators = [torch.Generator().manual_seed(seed * 100003 + i) for i in chunk]
+            out = pipe([prompts[i][1] for i in chunk], generator=generators, output_type="np", **call_kwargs).images
+            for i, image in zip(chunk, out):
+                aspect, prompt = prompts[i]
+                rows.append(
+                    {
+                        "index": i,
+                        "prompt_id": generic_prompt_id(prompt),
+                        "prompt": prompt,
+                        "aspect": aspect,
+                        "seed": seed,
+                    }
+                )
                 images.append(to_uint8(image))
-    return rows, np.stack(images)
+    return rows, np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
 
 
 def to_uint8(image) -> np.ndarray:
@@ -81,7 +101,7 @@ def add_object_stats(summary: dict, rows: list[dict]) -> dict:
 def evaluate_pipeline(pipe, prompts: list[tuple[str, str]], seeds=(0,), batch_size: int = 100, **call_kwargs) -> dict:
     """The oracle on a pipeline's samples (`sample_pipeline`): {summary, rows, images}."""
     rows, images = sample_pipeline(pipe, prompts, seeds, batch_size, **call_kwargs)
-    rows = oracle_rows(rows, images)
+    rows = oracle_rows([{k: v for k, v in r.items() if k != "index"} for r in rows], images)
     return {"summary": shapes_summary(rows), "rows": rows, "images": images}
 
 
