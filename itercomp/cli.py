@@ -21,6 +21,11 @@ GROUPS = [
     ),
     ("finetune", "itercomp.commands.finetune", "reward-feedback fine-tuning (ReFL / DRaFT-K / AlignProp) of a model"),
     ("iterate", "itercomp.commands.iterate", "the iterative loop: gallery, rankings, rewards, fine-tuning, report"),
+    (
+        "expand",
+        "itercomp.commands.expand",
+        "a new model joins the rankings: render every ranked prompt, insert by reward",
+    ),
     ("eval", "itercomp.commands.eval", "score images with an evaluator (shapes oracle, T2I-CompBench, reward models)"),
 ]
 

@@ -488,3 +488,23 @@ def test_two_processes_split_every_stage_and_agree_with_one(world, tmp_path):
     zero = [json.loads(line)["score"] for line in (one.stage(0, "eval") / "rows.jsonl").open()]
     assert np.allclose(zero, [json.loads(line)["score"] for line in (two.stage(0, "eval") / "rows.jsonl").open()],
                        atol=0.05)  # fmt: skip
+
+
+def test_expand_by_hand_grows_the_rankings_as_the_loop_does(world, tmp_path):
+    """`itercomp expand` with round 1's model, rankings and reward models reproduces the loop's expansion."""
+    from itercomp.cli import main
+
+    out = tmp_path / "run"
+    _iterate(_config(world, out, rounds=1))
+    layout = RunLayout(out)
+    by_hand = tmp_path / "expand"
+    args = ["expand", "--gallery", str(world / "gallery.yaml"), "--member", "base", "--model", str(layout.pipeline(1)),
+            "--name", "base_r1", "--rankings", str(layout.stage(1, "rankings") / "rankings.jsonl"),
+            "--rewards", str(layout.stage(1, "rewards")), "--output-dir", str(by_hand), "--round", "2",
+            "--annotator", "reward_model:round_1"]  # fmt: skip
+    assert main(args) == 0
+    loop = [json.loads(line) for line in (layout.stage(1, "expand") / "rankings.jsonl").open()]
+    hand = [json.loads(line) for line in (by_hand / "rankings.jsonl").open()]
+    assert [r["order"] for r in hand] == [r["order"] for r in loop]
+    assert [r["annotator"] for r in hand] == [r["annotator"] for r in loop] and all(r["round"] == 2 for r in hand)
+    assert main([*args[:-4], "--rewards", str(tmp_path / "none"), "--output-dir", str(by_hand)]) == 2

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,10 +31,9 @@ import yaml
 from gallery import Gallery, MemberSpec, load_gallery, render_gallery
 from gallery.base import Context
 from gallery.diffusers_generator import DiffusersConfig
-from gallery.run import prompt_entry, unique_prompts
 from itercomp.config import to_dict
 from itercomp.errors import ItercompError
-from itercomp.io import read_json, read_jsonl, replace_dir, write_json, write_text
+from itercomp.io import read_json, read_jsonl, replace_dir, write_text
 from itercomp.loop.config import (
     RESUMABLE,
     SHIPPED,
@@ -45,17 +44,15 @@ from itercomp.loop.config import (
     shipped_rewards,
 )
 from itercomp.loop.evaluation import annotator_score_fn, check_evaluator, evaluate_model
-from itercomp.loop.insertion import insert_candidates
+from itercomp.loop.expansion import expand
 from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
 from itercomp.loop.processes import SingleProcess, on_main, process_state
 from itercomp.loop.prompts import PromptPools, file_pools, shapes_pools
 from itercomp.loop.report import format_table, write_report
 from itercomp.prompts import split_for
 from itercomp.rankings import read_rankings, write_rankings
-from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX, Candidate, ImageRecord
+from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX
 from itercomp.world.vocab import REWARD_ASPECTS
-
-SCORE_BATCH = 64
 
 
 @dataclass
@@ -381,89 +378,13 @@ def finetune_summary(metrics: dict) -> dict:
 
 def expand_rankings(run: Run, k: int) -> dict:
     """The fine-tuned model joins the gallery: it renders every ranked prompt, and its images are inserted into
-    each ranking with the round-k reward models (scores cached in scores.json, one per image and aspect)."""
-    config, folder = run.config, run.layout.stage(k, "expand")
-    rankings = read_rankings(run.layout.stage(k, "rankings") / "rankings.jsonl")
-    prompts = unique_prompts([prompt_entry(r.prompt, pid=r.prompt_id) for r in rankings])
-    member = run.member(k)
-    render_gallery(
-        Gallery(member.name, [member]), prompts, folder / "gallery", images_per_prompt=config.images_per_prompt,
-        seed=config.seed, accelerator=run.state, log=run.log,
+    each ranking with the round-k reward models (itercomp.loop.expansion; scores cached in scores.json)."""
+    config = run.config
+    return expand(
+        run.member(k), run.layout.stage(k, "rankings") / "rankings.jsonl", run.layout.stage(k, "rewards"),
+        run.layout.stage(k, "expand"), images_per_prompt=config.images_per_prompt, seed=config.seed,
+        annotator=f"{REWARD_MODEL_PREFIX}round_{k}", round=k + 1, state=run.state, log=run.log,
     )  # fmt: skip
-    return on_main(run.state, lambda: insert_new_images(run, k, rankings))
-
-
-def insert_new_images(run: Run, k: int, rankings) -> dict:
-    """Score the new model's images and every old candidate with round k's reward models, insert them."""
-    folder = run.layout.stage(k, "expand")
-    new: dict[str, list[Candidate]] = defaultdict(list)
-    for row in read_jsonl(folder / "gallery" / MANIFEST):
-        record = ImageRecord.from_dict(row)
-        candidate = Candidate.of(record)
-        candidate.path = str((folder / "gallery" / record.path).resolve())
-        new[record.prompt_id].append(candidate)
-    scores = reward_scores(run, k, [(r, new[r.prompt_id]) for r in rankings], folder / "scores.json")
-    grown = [
-        insert_candidates(r, new[r.prompt_id], scores[r.aspect], annotator=reward_model_id(k, r.aspect), round=k + 1)
-        for r in rankings
-    ]
-    write_rankings(folder / "rankings.jsonl", grown)
-    return insertion_summary(grown, {c.image_id for cs in new.values() for c in cs})
-
-
-def reward_model_id(k: int, aspect: str) -> str:
-    return f"{REWARD_MODEL_PREFIX}round_{k}/{aspect}"
-
-
-def reward_scores(run: Run, k: int, rankings_with_new, cache_path: Path) -> dict[str, dict[str, float]]:
-    """{aspect: {image_id: raw reward}} for every candidate, old and new, of every ranking: each image scored once
-    per aspect, kept in `cache_path` and never recomputed (a resumed stage scores only what is missing)."""
-    import torch
-    from tqdm import tqdm
-
-    from reward_models.data import load_image
-    from reward_models.model import RewardModel
-    from reward_models.preprocess import resize_center_crop
-
-    cache = read_json(cache_path) if cache_path.is_file() else {}
-    wanted: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
-    for ranking, new in rankings_with_new:
-        for candidate in [*ranking.candidates, *new]:
-            wanted[ranking.aspect][candidate.image_id] = (candidate.path, ranking.prompt)
-    for aspect, images in wanted.items():
-        scores = cache.setdefault(aspect, {})
-        todo = [(image_id, path, prompt) for image_id, (path, prompt) in images.items() if image_id not in scores]
-        if not todo:
-            continue
-        model = RewardModel.from_pretrained(run.layout.stage(k, "rewards") / aspect).eval()
-        size = model.config.image_size
-        for start in tqdm(range(0, len(todo), SCORE_BATCH), desc=f"reward scores {aspect}", unit="batch"):
-            batch = todo[start : start + SCORE_BATCH]
-            pixels = torch.cat([resize_center_crop(load_image(Path(path))[None], size) for _, path, _ in batch])
-            with torch.no_grad():
-                values = model.score(pixels, [prompt for _, _, prompt in batch], normalize=False)
-            scores.update({image_id: float(v) for (image_id, _, _), v in zip(batch, values.tolist())})
-        write_json(cache_path, cache)  # after each aspect: a killed stage keeps what it scored
-    return cache
-
-
-def insertion_summary(grown, new_ids: set[str]) -> dict:
-    """Per aspect: where the new model's images landed (0 = top of the ranking, 1 = bottom)."""
-    per_aspect: dict[str, dict] = {}
-    for ranking in grown:
-        stats = per_aspect.setdefault(ranking.aspect, {"rankings": 0, "inserted": 0, "top": 0, "bottom": 0, "pos": []})
-        stats["rankings"] += 1
-        last = len(ranking.order) - 1
-        for position, image_id in enumerate(ranking.order):
-            if image_id in new_ids:
-                stats["inserted"] += 1
-                stats["top"] += position == 0
-                stats["bottom"] += position == last
-                stats["pos"].append(position / last if last else 0.0)
-    for stats in per_aspect.values():
-        positions = stats.pop("pos")
-        stats["mean_relative_position"] = sum(positions) / len(positions) if positions else None
-    return {"rankings": len(grown), "per_aspect": per_aspect}
 
 
 STAGE_FUNCTIONS = {
