@@ -27,3 +27,32 @@ def stage_accelerator(**kwargs):
             )
         AcceleratorState._reset_state()  # accelerate's own tests do this between single-process runs
     return Accelerator(**kwargs)
+
+
+def resolve_deepspeed_config(config: dict, values: dict, where: str = "the DeepSpeed config") -> dict:
+    """`config` with each key of `values` ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+    "gradient_clipping") set: an "auto" or missing entry takes the stage's value; an integer that differs from it
+    is refused, since DeepSpeed would silently train with its own (accelerate keeps DeepSpeed's value)."""
+    resolved = dict(config)
+    for key, value in values.items():
+        given = resolved.get(key, "auto")
+        if given == "auto":
+            resolved[key] = value
+        elif given != value:
+            raise ItercompError(
+                f'{where} sets {key}={given!r}, but this stage runs with {value!r}; set it to "auto" (the stage '
+                f"fills it in) or to {value!r}"
+            )
+    return resolved
+
+
+def fill_deepspeed_config(accelerator, **values) -> None:
+    """Under DeepSpeed, put the stage's micro-batch size, accumulation steps and clipping into the plugin's
+    config before `prepare` (accelerate cannot infer the micro-batch without a dataloader); a no-op otherwise."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        plugin.deepspeed_config.update(resolve_deepspeed_config(plugin.deepspeed_config, values))
+
+
+def uses_deepspeed(accelerator) -> bool:
+    return getattr(accelerator.state, "deepspeed_plugin", None) is not None

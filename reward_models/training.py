@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from itercomp.accelerators import fill_deepspeed_config
 from itercomp.config import read_yaml
 from itercomp.errors import ItercompError
 from itercomp.io import read_json, weights_digest, write_json
@@ -227,6 +228,10 @@ def train_aspect(
     val_loader = DataLoader(val_set, batch_size=config.batch_rankings, collate_fn=collate_with_offsets)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    fill_deepspeed_config(  # the micro-batch comes from the train loader
+        accelerator, gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_clipping=config.max_grad_norm or 0.0,
+    )  # fmt: skip
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     accumulation = config.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accumulation)  # the schedule counts optimiser steps

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from itercomp.accelerators import fill_deepspeed_config, uses_deepspeed
 from itercomp.errors import ItercompError
 from itercomp.finetune.adapters import FeedbackAdapter, make_adapter
 from itercomp.finetune.config import FeedbackConfig
@@ -178,6 +179,10 @@ def prepare(pipe, reward_fn, prompts, config: FeedbackConfig, accelerator, regul
     checkpoint = resume_from(run)
     if run.state["before"] is None:
         run.state["before"] = evaluate(adapter, reward_fn, run.eval_items, config, accelerator)
+    fill_deepspeed_config(  # DeepSpeed cannot infer them: no dataloader is prepared
+        accelerator, train_micro_batch_size_per_gpu=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, gradient_clipping=config.max_grad_norm or 0.0,
+    )  # fmt: skip
     model, run.optimizer = accelerator.prepare(adapter.denoiser, optimizer)
     adapter.model = model
     if checkpoint is not None:
@@ -288,7 +293,8 @@ def train_step(run: Training, step: int) -> dict:
         with accelerator.no_sync(run.adapter.model) if not last else contextlib.nullcontext(), accelerator.autocast():
             reward_loss, rewards = run.mode.loss(batch, rng)
             loss, pretrain_loss = run.regulariser(reward_loss, rng)
-            accelerator.backward(loss / micro_batches)
+            # DeepSpeed's engine divides by its accumulation steps itself
+            accelerator.backward(loss if uses_deepspeed(accelerator) else loss / micro_batches)
         totals += torch.stack([loss.detach(), reward_loss.detach(), pretrain_loss.detach()]).float() / micro_batches
         for aspect, r in rewards.items():
             reward_sums[aspect] = reward_sums.get(aspect, 0.0) + r.detach().float().mean().item() / micro_batches
@@ -318,6 +324,8 @@ def optimizer_step(run: Training, step: int, loss: float) -> tuple[float, bool]:
     step stop the run before anything is saved."""
     accelerator, optimizer = run.accelerator, run.optimizer
     grad_norm = accelerator.clip_grad_norm_(run.trainable.values(), run.config.max_grad_norm or float("inf"))
+    if grad_norm is None and uses_deepspeed(accelerator):  # the engine clipped and stepped in backward()
+        grad_norm = run.adapter.model.get_global_grad_norm()
     grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
     skipped = not math.isfinite(grad_norm) or (grad_norm == 0.0 and loss != 0.0)
     if skipped:
@@ -415,7 +423,8 @@ def _save_checkpoint(folder: Path, run: Training) -> None:
             save_file(trainable, tmp / "trainable.safetensors")
             if run.ema is not None:
                 save_file(run.ema.state_dict(), tmp / "ema.safetensors")
-            torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+            if not uses_deepspeed(run.accelerator):  # ZeRO shards it across processes: Adam restarts on resume
+                torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
             (tmp / "state.json").write_text(json.dumps(run.state))
     run.accelerator.wait_for_everyone()
 
@@ -437,4 +446,5 @@ def _load_checkpoint(folder: Path, run: Training) -> None:
             raise ItercompError(f"{folder} has no EMA weights (written with ema_decay=0); delete it or set ema_decay=0")
         run.ema.load_state_dict(load_file(folder / "ema.safetensors"))
     device = run.accelerator.device
-    run.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+    if (folder / "optimizer.pt").is_file() and not uses_deepspeed(run.accelerator):
+        run.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
