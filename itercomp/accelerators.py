@@ -56,3 +56,58 @@ def fill_deepspeed_config(accelerator, **values) -> None:
 
 def uses_deepspeed(accelerator) -> bool:
     return getattr(accelerator.state, "deepspeed_plugin", None) is not None
+
+
+# ---- trackers (accelerate's: tensorboard, wandb) ------------------------------------------------------------------
+
+TRACKERS = ("none", "tensorboard", "wandb", "all")
+
+
+def check_report_to(value: str) -> None:
+    if value not in TRACKERS:
+        raise ItercompError(f"report_to must be one of {', '.join(TRACKERS)}, got {value!r}")
+
+
+def tracker_kwargs(report_to: str, output_dir) -> dict:
+    """Accelerator arguments that log to `report_to` under `<output_dir>/logs` (nothing for "none")."""
+    if report_to == "none":
+        return {}
+    from pathlib import Path
+
+    return {"log_with": report_to, "project_dir": str(Path(output_dir) / "logs")}
+
+
+def start_trackers(accelerator, name: str, config) -> None:
+    """Open the trackers with the run's settings as hyperparameters (scalars only: nested sections flattened to
+    `section.field`, lists as text)."""
+    if not accelerator.log_with:
+        return
+    from itercomp.config import to_dict
+
+    flat = {}
+
+    def walk(prefix: str, values: dict) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            elif value is None or isinstance(value, (bool, int, float, str)):
+                flat[prefix + key] = value if value is not None else "None"
+            else:
+                flat[prefix + key] = str(value)
+
+    walk("", to_dict(config))
+    accelerator.init_trackers(name, config=flat)
+
+
+def log_images(accelerator, name: str, images, step: int) -> None:
+    """A grid of images (N x H x W x 3 uint8 or floats in [0, 1]) to every tracker that takes images."""
+    if not accelerator.log_with or not accelerator.is_main_process or len(images) == 0:
+        return
+    import numpy as np
+
+    images = np.asarray(images)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({name: images}, step=step, dataformats="NHWC")
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({name: list(images)}, step=step)

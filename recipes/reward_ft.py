@@ -22,13 +22,16 @@ from itercomp.finetune.job import load_pipeline, training_prompts
 
 
 def main(argv: list[str] | None = None) -> int:
-    from accelerate import Accelerator
-
+    from itercomp.accelerators import stage_accelerator, tracker_kwargs
     from itercomp.finetune.trainer import finetune
 
     try:
         config = load_config(FeedbackRunConfig, argv, description=__doc__)
-        accelerator = Accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+        accelerator = stage_accelerator(
+            cpu=config.cpu,
+            mixed_precision=config.mixed_precision,
+            **tracker_kwargs(config.report_to, config.output_dir),
+        )
         # 1. the model to fine-tune: the shipped shapes base model unless --pretrained names another pipeline
         pipe = load_pipeline(config.pretrained, config.mixed_precision)
         # 2. the reward: the reward models of the weighted aspects, or the oracle with --reward oracle

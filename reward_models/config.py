@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from itercomp.accelerators import check_report_to
 from itercomp.config import load_config, save_config, to_dict  # noqa: F401  (re-exported: the stages' loader)
 from itercomp.errors import ItercompError
 from itercomp.world.vocab import REWARD_ASPECTS
@@ -122,6 +123,11 @@ class RewardTrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of initialisation and shuffling"})
     cpu: bool = field(default=False, metadata={"help": "force the CPU (multi-process CPU runs need it)"})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (GPUs)"})
+    report_to: str = field(
+        default="none",
+        metadata={"help": "none, tensorboard, wandb or all: losses, learning rate and validation through "
+                  "accelerate's trackers, in output_dir/logs"},
+    )  # fmt: skip
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads per process"})
     width: int = field(default=64, metadata={"help": "shapes backbone: hidden width"})
     image_layers: int = field(default=2, metadata={"help": "shapes backbone: image transformer layers"})
@@ -133,6 +139,7 @@ class RewardTrainConfig:
         unknown = [a for a in self.aspects if a not in REWARD_ASPECTS]
         if unknown:
             raise ItercompError(f"aspects {unknown} have no reward model; choose from {', '.join(REWARD_ASPECTS)}")
+        check_report_to(self.report_to)
         if self.backbone not in BACKBONES:
             raise ItercompError(f"backbone={self.backbone!r} is unknown; use one of {', '.join(BACKBONES)}")
         if self.backbone in HF_BACKBONES and not self.backbone_path and not self.init_from:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from itercomp.accelerators import fill_deepspeed_config
+from itercomp.accelerators import fill_deepspeed_config, start_trackers, tracker_kwargs
 from itercomp.config import read_yaml
 from itercomp.errors import ItercompError
 from itercomp.io import read_json, weights_digest, write_json
@@ -162,7 +162,9 @@ def train(config: RewardTrainConfig, on_step: Callable[[str, int], None] | None 
         cpu=config.cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **tracker_kwargs(config.report_to, config.output_dir),
     )
+    start_trackers(accelerator, "reward_models", config)
     out = Path(config.output_dir)
     if config.resume:
         check_resumable(config, out / "train_config.yaml")
@@ -176,6 +178,7 @@ def train(config: RewardTrainConfig, on_step: Callable[[str, int], None] | None 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(out / "train_summary.json", {"config": to_dict(config), "aspects": results})
+    accelerator.end_training()
     return results
 
 
@@ -302,6 +305,9 @@ def train_aspect(
             if not accelerator.sync_gradients:
                 continue
             step += 1
+            accelerator.log(
+                {f"{aspect}/train_loss": loss.item(), f"{aspect}/lr": scheduler.get_last_lr()[0]}, step=step
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{running / batches:.3f}", best_val=f"{best['loss']:.3f}")
             if config.checkpoint_every and step % config.checkpoint_every == 0:
@@ -315,6 +321,10 @@ def train_aspect(
             if on_step is not None:
                 on_step(aspect, step)
         val = pair_metrics(model, val_loader, accelerator)
+        accelerator.log(
+            {f"{aspect}/val_loss": val["loss"], f"{aspect}/val_accuracy": val["accuracy"], f"{aspect}/epoch": epoch},
+            step=step,
+        )
         history.append(
             {
                 "epoch": epoch,

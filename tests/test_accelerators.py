@@ -69,3 +69,59 @@ def test_stages_of_one_process_each_get_their_own_mixed_precision():
     assert stage_accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
     assert stage_accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
     assert stage_accelerator(cpu=True).mixed_precision == "no"
+
+
+def _events(folder: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted(folder.rglob("events.out.tfevents.*"))
+    assert files, f"no tensorboard event file under {folder}"
+    tags = {"scalars": set(), "images": set()}
+    for path in files:
+        events = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0}).Reload()
+        tags["scalars"] |= set(events.Tags()["scalars"])
+        tags["images"] |= set(events.Tags()["images"])
+    return tags
+
+
+def test_fine_tuning_writes_losses_rewards_and_sample_grids_to_tensorboard(tmp_path):
+    from pipelines import shapes_pipeline
+
+    from itercomp.finetune import FeedbackConfig, finetune
+    from itercomp.world.vocab import REWARD_ASPECTS
+
+    torch.set_num_threads(1)
+
+    def reward(images, prompts):
+        return {a: images[:, c].mean((1, 2)) for c, a in enumerate(REWARD_ASPECTS)}
+
+    config = FeedbackConfig(output_dir=str(tmp_path / "run"), num_inference_steps=4, max_steps=2, batch_size=2,
+                            eval_prompts=2, threads=1, cpu=True, report_to="tensorboard")  # fmt: skip
+    finetune(shapes_pipeline(), reward, ["a red circle", "a blue square above a green cross"], config)
+    tags = _events(tmp_path / "run" / "logs")
+    assert {"loss", "reward_loss", "grad_norm", "reward/attribute_binding", "eval/spatial_relationship"} <= tags[
+        "scalars"
+    ]
+    assert {"samples/before", "samples/after"} <= tags["images"]
+
+
+def test_reward_training_writes_its_losses_to_tensorboard(tmp_path):
+    from reward_models.config import RankingDataConfig, RewardTrainConfig
+    from reward_models.simulate import make_rankings
+    from reward_models.training import train
+
+    torch.set_num_threads(1)
+    rankings = make_rankings(RankingDataConfig(output_dir=str(tmp_path / "data"), aspects=("spatial_relationship",),
+                                               train_prompts=6, val_prompts=2, test_prompts=0, candidates=3))  # fmt: skip
+    train(RewardTrainConfig(rankings=str(rankings), output_dir=str(tmp_path / "rm"), aspects=("spatial_relationship",),
+                            epochs=2, batch_rankings=2, width=32, image_layers=1, fusion_layers=1, heads=2, cpu=True,
+                            report_to="tensorboard"))  # fmt: skip
+    tags = _events(tmp_path / "rm" / "logs")
+    assert {"spatial_relationship/train_loss", "spatial_relationship/val_accuracy"} <= tags["scalars"]
+
+
+def test_report_to_names_the_trackers():
+    from itercomp.finetune import FeedbackConfig
+
+    with pytest.raises(ItercompError, match="report_to must be one of none, tensorboard, wandb, all"):
+        FeedbackConfig(output_dir="x", report_to="mlflow")

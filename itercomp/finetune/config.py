@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import yaml
 
+from itercomp.accelerators import check_report_to
 from itercomp.errors import ItercompError
 from itercomp.finetune.modes import MODES, black_box_modes, mode_spec
 from itercomp.world.vocab import REWARD_ASPECTS
@@ -285,6 +286,11 @@ class FeedbackConfig:
         default=50, metadata={"help": "write output_dir/checkpoint every this many steps (0 = only at the end)"}
     )
     resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoint if it exists"})
+    report_to: str = field(
+        default="none",
+        metadata={"help": "none, tensorboard, wandb or all: losses, rewards, gradient norms and the evaluation "
+                  "samples through accelerate's trackers, in output_dir/logs"},
+    )  # fmt: skip
 
     def __post_init__(self):
         spec = mode_spec(self.grad_mode)  # an unknown grad_mode is an error naming the registered ones
@@ -321,6 +327,7 @@ class FeedbackConfig:
             raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}")
         if self.eval_prompts < 0 or self.checkpoint_every < 0:
             raise ItercompError("eval_prompts and checkpoint_every must be >= 0")
+        check_report_to(self.report_to)
         self.lora_target_modules = tuple(self.lora_target_modules)
 
     @property

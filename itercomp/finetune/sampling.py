@@ -66,9 +66,10 @@ def sample_and_score(adapter, reward_fn, prompts: list[str], generators, config,
 
 
 @torch.no_grad()
-def evaluate(adapter, reward_fn, items, config, accelerator) -> dict[str, float]:
+def evaluate(adapter, reward_fn, items, config, accelerator, samples: list | None = None) -> dict[str, float]:
     """Mean reward per aspect over the fixed evaluation batch (prompt, seed), full sampling chain, no gradient.
-    Each process scores a share of the batch; the means cover all of it."""
+    Each process scores a share of the batch; the means cover all of it. `samples` collects this process's
+    images (H x W x 3 floats in [0, 1]) for the trackers."""
     from accelerate.utils import gather_object
 
     if not items:
@@ -81,7 +82,9 @@ def evaluate(adapter, reward_fn, items, config, accelerator) -> dict[str, float]
         chunk = mine[k : k + config.batch_size]
         prompts = [p for p, _ in chunk]
         generators = [torch.Generator().manual_seed(s) for _, s in chunk]
-        _, rewards = sample_and_score(adapter, reward_fn, prompts, generators, config, accelerator)
+        images, rewards = sample_and_score(adapter, reward_fn, prompts, generators, config, accelerator)
+        if samples is not None:
+            samples += list(images.detach().float().permute(0, 2, 3, 1).cpu().numpy())
         scores += [{a: float(r[j]) for a, r in rewards.items()} for j in range(len(prompts))]
     adapter.model = model
     everything = gather_object(scores) if accelerator.num_processes > 1 else scores

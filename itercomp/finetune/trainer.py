@@ -30,7 +30,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from itercomp.accelerators import fill_deepspeed_config, uses_deepspeed
+from itercomp.accelerators import (
+    fill_deepspeed_config,
+    log_images,
+    start_trackers,
+    tracker_kwargs,
+    uses_deepspeed,
+)
 from itercomp.errors import ItercompError
 from itercomp.finetune.adapters import FeedbackAdapter, make_adapter
 from itercomp.finetune.config import FeedbackConfig
@@ -112,7 +118,10 @@ def finetune(
         raise ItercompError("finetune() needs at least one non-empty prompt")
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = accelerator or stage_accelerator(cpu=config.cpu, mixed_precision=config.mixed_precision)
+    accelerator = accelerator or stage_accelerator(
+        cpu=config.cpu, mixed_precision=config.mixed_precision, **tracker_kwargs(config.report_to, config.output_dir)
+    )
+    start_trackers(accelerator, "reward_ft", config)
     run = prepare(pipe, reward_fn, prompts, config, accelerator, regulariser_data)
     print_banner(run)
     started = time.perf_counter()
@@ -126,6 +135,7 @@ def finetune(
     )
     for step in bar:
         entry = train_step(run, step)
+        accelerator.log(tracked(entry), step=step + 1)
         run.state["history"].append(entry)
         run.state["step"] = step + 1
         loss = entry["loss"] if entry["loss"] is not None else math.nan
@@ -178,7 +188,9 @@ def prepare(pipe, reward_fn, prompts, config: FeedbackConfig, accelerator, regul
         save_config(config, run.out / "feedback_config.yaml")
     checkpoint = resume_from(run)
     if run.state["before"] is None:
-        run.state["before"] = evaluate(adapter, reward_fn, run.eval_items, config, accelerator)
+        samples = []
+        run.state["before"] = evaluate(adapter, reward_fn, run.eval_items, config, accelerator, samples)
+        log_images(accelerator, "samples/before", samples, step=0)
     fill_deepspeed_config(  # DeepSpeed cannot infer them: no dataloader is prepared
         accelerator, train_micro_batch_size_per_gpu=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, gradient_clipping=config.max_grad_norm or 0.0,
@@ -205,6 +217,13 @@ def trainable_weights(adapter: FeedbackAdapter, config: FeedbackConfig) -> tuple
     for p in trainable.values():  # float32 master weights: a 1e-5 step is below half precision's resolution
         p.data = p.data.float()
     return trainable, lora_config
+
+
+def tracked(entry: dict) -> dict[str, float]:
+    """A history entry's numbers as tracker scalars: loss, reward_loss, pretrain_loss, grad_norm, reward/<aspect>."""
+    values = {k: entry[k] for k in ("loss", "reward_loss", "pretrain_loss", "grad_norm") if entry.get(k) is not None}
+    values.update({f"reward/{a}": v for a, v in entry["rewards"].items() if v is not None})
+    return values
 
 
 def cast_frozen_modules(adapter: FeedbackAdapter, config: FeedbackConfig, accelerator) -> None:
@@ -375,7 +394,11 @@ def finish(run: Training, started: float) -> dict:
                 save_lora(run.pipe, adapter.denoiser_name, run.lora_config, tmp)
         merge_lora(denoiser)
     adapter.model = denoiser
-    after = evaluate(adapter, run.reward_fn, run.eval_items, config, accelerator)
+    samples = []
+    after = evaluate(adapter, run.reward_fn, run.eval_items, config, accelerator, samples)
+    log_images(accelerator, "samples/after", samples, step=state["step"])
+    accelerator.log({f"eval/{a}": v for a, v in (after or {}).items()}, step=state["step"])
+    accelerator.end_training()
     rank, world = accelerator.process_index, accelerator.num_processes
     processes = gather_object([{"rank": rank, "micro_batches": run.micro_batches_run, "weights": digest}])
     metrics = {
