@@ -142,3 +142,23 @@ def test_the_shipped_real_model_configs_pass_the_dry_run(name, monkeypatch, caps
     printed = capsys.readouterr().out
     assert "nothing run" in printed and "t2i_compbench" in printed and "<- fine-tuned" in printed
     assert "round 3" in printed and not out.exists()
+
+
+def test_one_jsonl_with_a_split_column_serves_every_pool(tmp_path):
+    rows = [{"prompt": f"a red car number {i}", "aspect": "attribute_binding", "split": s}
+            for i, s in enumerate(["train"] * 6 + ["val"] * 2 + ["test"] * 2)]  # fmt: skip
+    rows.append({"prompt": "a busy street at night", "aspect": "complex", "split": "test"})
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pools = file_pools(
+        PromptSources(source="files", ranking=(str(path),), test=(str(path),)), seed=0, test_per_aspect=9
+    )
+    assert sorted(p for _, p in pools.test) == sorted(r["prompt"] for r in rows if r["split"] == "test")
+    ranking = pools.ranking["attribute_binding"]
+    assert len(ranking["train"]) == 6 and len(ranking["val"]) == 2  # the column, not the hash, places them
+    assert pools.is_val("A red car number 6") and not pools.is_val("a red car number 0")
+    assert len(pools.finetune) == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "a busy street", "aspect": "complex"}) + "\n")
+    with pytest.raises(ItercompError, match="is a complex prompt; only .* are ranked"):
+        file_pools(PromptSources(source="files", ranking=(str(bad),), test=(str(path),)), seed=0, test_per_aspect=1)

@@ -8,8 +8,9 @@
                prompts when no file is given
     test       prompts every round is evaluated on, the same every round: `eval_prompts_per_aspect` per aspect
 
-A file is `.jsonl` (one object per line with `prompt` and, for the ranking and test pools, `aspect`) or text (one
-prompt per line, as T2I-CompBench ships them). A text file's aspect is given as `aspect=path`, or read from a
+A file is `.jsonl` (one object per line with `prompt` and, for the ranking and test pools, `aspect`; an optional
+`split` of train, val or test places the row, so one file can serve every pool) or text (one prompt per line, as
+T2I-CompBench ships them). A text file's aspect is given as `aspect=path`, or read from a
 T2I-CompBench name such as `color_train.txt` or `non_spatial_val.txt` (`CATEGORIES`). A test prompt never
 reaches the ranking or fine-tuning pools: any that appears there is dropped (and counted).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,7 @@ def read_pool(entries, pool: str, aspects=ASPECTS, need_aspect: bool = True) -> 
                     "prompt": row["prompt"].strip(),
                     "aspect": aspect,
                     "category": row.get("category") or category,
+                    "split": row.get("split"),
                 }
             )
     return rows
@@ -132,6 +135,14 @@ class PromptPools:
     test: list[tuple[str, str]]  # (aspect, prompt)
     dropped: int = 0  # training-pool prompts dropped because they are test prompts
     source: str = "files"
+
+    @cached_property
+    def val_keys(self) -> set[str]:
+        return {text_key(r["prompt"]) for splits in self.ranking.values() for r in splits.get("val", [])}
+
+    def is_val(self, prompt: str) -> bool:
+        """Whether a ranked prompt belongs to the val split (its rankings hold out reward-model validation)."""
+        return text_key(prompt) in self.val_keys
 
     def round_prompts(self, k: int, per_split: dict[str, int]) -> list[dict]:
         """Round k's new prompts to rank: the k-th slice of each aspect's and split's pool."""
@@ -179,7 +190,7 @@ def file_pools(sources: PromptSources, seed: int, test_per_aspect: int) -> Promp
     prompt is train) and shuffled by `seed`; then the fine-tuning prompts without them."""
     from gallery.run import prompt_entry
 
-    test_rows = read_pool(sources.test, "test")
+    test_rows = [r for r in read_pool(sources.test, "test") if r["split"] in (None, "test")]
     by_aspect = defaultdict(list)
     for row in sorted(test_rows, key=lambda r: r["id"]):  # a fixed order that mixes a category's files
         by_aspect[row["aspect"]].append(row)
@@ -188,11 +199,17 @@ def file_pools(sources: PromptSources, seed: int, test_per_aspect: int) -> Promp
 
     dropped = 0
     ranking: dict[str, dict[str, list[dict]]] = {a: {"train": [], "val": []} for a in REWARD_ASPECTS}
-    for row in read_pool(sources.ranking, "ranking", aspects=REWARD_ASPECTS):
+    for row in read_pool(sources.ranking, "ranking", aspects=(*REWARD_ASPECTS, *ASPECTS)):
+        if row["split"] == "test":
+            continue  # a file shared by the pools: its test rows are the test pool's
+        if row["aspect"] not in REWARD_ASPECTS:
+            raise ItercompError(f"prompts.ranking: {row['prompt']!r} is a {row['aspect']} prompt; only "
+                                f"{', '.join(REWARD_ASPECTS)} prompts are ranked (give it to prompts.finetune or "
+                                "prompts.test)")  # fmt: skip
         if text_key(row["prompt"]) in held_out:
             dropped += 1
             continue
-        split = "val" if split_for(row["prompt"]) == "val" else "train"
+        split = row["split"] or ("val" if split_for(row["prompt"]) == "val" else "train")
         ranking[row["aspect"]][split].append(prompt_entry(row["prompt"], row["aspect"], row["id"]))
     ranking = {a: {s: shuffled(rows, seed) for s, rows in splits.items()} for a, splits in ranking.items()}
 

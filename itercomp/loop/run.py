@@ -49,7 +49,6 @@ from itercomp.loop.layout import STAGES, RunLayout, mark_done, read_done
 from itercomp.loop.processes import SingleProcess, on_main, process_state
 from itercomp.loop.prompts import PromptPools, file_pools, shapes_pools
 from itercomp.loop.report import format_table, write_report
-from itercomp.prompts import split_for
 from itercomp.rankings import read_rankings, write_rankings
 from itercomp.records import MANIFEST, REWARD_MODEL_PREFIX
 from itercomp.world.vocab import REWARD_ASPECTS
@@ -296,7 +295,7 @@ def held_out_accuracy(run: Run, k: int, init: Path | None) -> dict:
         r
         for j in range(1, k + 1)
         for r in read_rankings(run.layout.stage(j, "rankings") / "export" / "rankings.jsonl")
-        if split_for(r.prompt) == "val"
+        if run.prompts.is_val(r.prompt)
     ]
     results = {}
     for aspect in REWARD_ASPECTS:
