@@ -111,3 +111,12 @@ def log_images(accelerator, name: str, images, step: int) -> None:
             tracker.log_images({name: images}, step=step, dataformats="NHWC")
         elif hasattr(tracker, "log_images"):
             tracker.log_images({name: list(images)}, step=step)
+
+
+def stop_trackers(accelerator) -> None:
+    """Flush and close the trackers (not `accelerator.end_training()`, which also tears down the process group
+    that the caller, e.g. the loop, may still use)."""
+    if accelerator.is_main_process:
+        for tracker in accelerator.trackers:
+            tracker.finish()
+    accelerator.trackers = []

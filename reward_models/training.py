@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from itercomp.accelerators import fill_deepspeed_config, start_trackers, tracker_kwargs
+from itercomp.accelerators import fill_deepspeed_config, start_trackers, stop_trackers, tracker_kwargs
 from itercomp.config import read_yaml
 from itercomp.errors import ItercompError
 from itercomp.io import read_json, weights_digest, write_json
@@ -178,7 +178,7 @@ def train(config: RewardTrainConfig, on_step: Callable[[str, int], None] | None 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(out / "train_summary.json", {"config": to_dict(config), "aspects": results})
-    accelerator.end_training()
+    stop_trackers(accelerator)
     return results
 
 

@@ -781,3 +781,33 @@ def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
     assert metrics["steps"] == 2 and all(np.isfinite(h["loss"]) for h in metrics["history"])
     with pytest.raises(ItercompError, match="needs dpo.preference_pairs"):
         FeedbackConfig(grad_mode="dpo", dpo=DPOConfig(online_pairs=False))
+
+
+@pytest.mark.parametrize("kind", ["stable_diffusion", "stable_diffusion_xl", "stable_diffusion_3", "flux", "sana"])
+def test_the_text_cache_encodes_each_prompt_once_and_gives_the_batch_encodings(kind):
+    from itercomp.finetune.text_cache import NULL
+
+    torch.set_num_threads(1)
+    pipe = tiny(kind)
+    for module in pipe.components.values():  # as the trainer sets them: no dropout in the frozen text encoders
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    plain = make_adapter(pipe, 32, SEQUENCE.get(kind))
+    cached = make_adapter(pipe, 32, SEQUENCE.get(kind))
+    cached.use_text_cache(64)
+    for prompts, guidance in ((PROMPTS[:2], True), (PROMPTS[1:], True), (PROMPTS[::-1], False), (PROMPTS, True)):
+        a, b = plain.encode(prompts, guidance), cached.encode(prompts, guidance)
+        assert a.guided == b.guided and a.batched.keys() == b.batched.keys()
+        for name in a.batched:
+            assert torch.allclose(a.batched[name].float(), b.batched[name].float(), atol=1e-5), (kind, name)
+    cache = cached.text_cache
+    assert cache.encoded == len(PROMPTS) and set(cache.rows) == {*PROMPTS, NULL}  # each once, the null prompt too
+    cache.limit = 1  # a tiny bound: only what the last batch needed stays
+    cached.encode(PROMPTS[:1], False)
+    assert len(cache.rows) == 1
+
+
+def test_the_shapes_language_model_is_encoded_per_batch():
+    adapter = make_adapter(shapes_pipeline())
+    adapter.use_text_cache(64)
+    assert adapter.text_cache is None  # padded to each batch's longest prompt: rows of other batches do not fit

@@ -89,8 +89,10 @@ class FeedbackAdapter(ABC):
 
     denoiser_name = "transformer"
     default_lora_targets: tuple[str, ...] = ATTENTION_PROJECTIONS
+    fixed_length_text = True  # encodings padded to a fixed length, so one prompt's row fits any batch
 
     def __init__(self, pipe, resolution: int | None = None, max_sequence_length: int | None = None):
+        self.text_cache = None
         self.pipe = pipe
         self.model = self.denoiser
         self.max_sequence_length = max_sequence_length
@@ -149,8 +151,23 @@ class FeedbackAdapter(ABC):
     def initial_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
         """Noise for len(generators) images, one generator each, scaled as the scheduler starts."""
 
-    @abstractmethod
     def encode(self, prompts: list[str], guidance: bool) -> Conditioning:
+        """The prompts' encodings (no gradient); with `guidance` the null prompts follow the prompts. Through the
+        text cache when the trainer set one (`use_text_cache`), else one pass of the text encoders."""
+        if self.text_cache is not None:
+            return self.text_cache.encode(prompts, guidance)
+        return self.encode_batch(prompts, guidance)
+
+    def use_text_cache(self, limit_mb: float) -> None:
+        """Keep each prompt's encoding (frozen text encoders: it never changes), up to `limit_mb` MiB on the CPU.
+        Families whose encodings are padded to the batch (the shapes LM) keep encoding per batch."""
+        from itercomp.finetune.text_cache import TextCache
+
+        if limit_mb > 0 and self.fixed_length_text:
+            self.text_cache = TextCache(self.encode_batch, lambda: self.device, limit_mb)
+
+    @abstractmethod
+    def encode_batch(self, prompts: list[str], guidance: bool) -> Conditioning:
         """Run the text encoders once (no gradient); with `guidance` the null prompts follow the prompts."""
 
     @abstractmethod
@@ -189,6 +206,7 @@ class FeedbackAdapter(ABC):
 
 class ShapesAdapter(FeedbackAdapter):
     default_lora_targets = ("qkv", "out", "text_kv")
+    fixed_length_text = False  # the language model's states are padded to the batch's longest prompt
 
     def default_resolution(self) -> int:
         scale = 2 ** (len(self.pipe.vae.config.block_out_channels) - 1) if self.pipe.vae is not None else 1
@@ -203,7 +221,7 @@ class ShapesAdapter(FeedbackAdapter):
             )
 
     @torch.no_grad()
-    def encode(self, prompts, guidance):
+    def encode_batch(self, prompts, guidance):
         hidden_states, mask = self.pipe.encode_prompt(list(prompts), guidance)
         return Conditioning({"hidden_states": hidden_states, "mask": mask}, guided=guidance)
 
@@ -259,7 +277,7 @@ class StableDiffusionAdapter(FeedbackAdapter):
         return kind
 
     @torch.no_grad()
-    def encode(self, prompts, guidance):
+    def encode_batch(self, prompts, guidance):
         positive, null = self.pipe.encode_prompt(list(prompts), self.device, 1, guidance, negative_prompt=None)[:2]
         embeds = torch.cat([positive, null]) if guidance else positive
         return Conditioning({"encoder_hidden_states": embeds}, guided=guidance)
@@ -328,7 +346,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
         return self.pipe.default_sample_size * self.pipe.vae_scale_factor
 
     @torch.no_grad()
-    def encode(self, prompts, guidance):
+    def encode_batch(self, prompts, guidance):
         pipe = self.pipe
         positive, null, pooled, null_pooled = pipe.encode_prompt(
             list(prompts), device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=guidance
@@ -405,7 +423,7 @@ class FlowAdapter(FeedbackAdapter):
 
 class StableDiffusion3Adapter(FlowAdapter):
     @torch.no_grad()
-    def encode(self, prompts, guidance):
+    def encode_batch(self, prompts, guidance):
         prompts = list(prompts)
         positive, null, pooled, null_pooled = self.pipe.encode_prompt(
             prompt=prompts,
@@ -468,7 +486,7 @@ class FluxAdapter(FlowAdapter):
         return bool(self.denoiser.config.get("guidance_embeds"))
 
     @torch.no_grad()
-    def encode(self, prompts, guidance):
+    def encode_batch(self, prompts, guidance):
         prompts = list(prompts)
         guidance = guidance and not self.embedded_guidance
         length = self.max_sequence_length or 512
@@ -539,7 +557,7 @@ class SanaAdapter(FlowAdapter):
         return self.denoiser.config.sample_size * self.pipe.vae_scale_factor
 
     @torch.no_grad()
-    def encode(self, prompts, guidance):
+    def encode_batch(self, prompts, guidance):
         positive, mask, null, null_mask = self.pipe.encode_prompt(
             list(prompts),
             do_classifier_free_guidance=guidance,

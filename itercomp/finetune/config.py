@@ -286,6 +286,11 @@ class FeedbackConfig:
         default=50, metadata={"help": "write output_dir/checkpoint every this many steps (0 = only at the end)"}
     )
     resume: bool = field(default=True, metadata={"help": "continue from output_dir/checkpoint if it exists"})
+    text_cache_mb: float = field(
+        default=1024.0,
+        metadata={"help": "keep each prompt's text encoding on the CPU up to this many MiB (frozen text encoders: "
+                  "computed once, not every batch); 0 encodes every batch"},
+    )  # fmt: skip
     report_to: str = field(
         default="none",
         metadata={"help": "none, tensorboard, wandb or all: losses, rewards, gradient norms and the evaluation "

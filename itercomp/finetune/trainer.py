@@ -34,6 +34,7 @@ from itercomp.accelerators import (
     fill_deepspeed_config,
     log_images,
     start_trackers,
+    stop_trackers,
     tracker_kwargs,
     uses_deepspeed,
 )
@@ -156,6 +157,7 @@ def prepare(pipe, reward_fn, prompts, config: FeedbackConfig, accelerator, regul
     adapter = make_adapter(pipe, config.resolution, config.max_sequence_length)
     for module in adapter.frozen_modules().values():
         module.requires_grad_(False).eval()  # eval: text-encoder dropout would make the conditioning random
+    adapter.use_text_cache(config.text_cache_mb)
     cast_frozen_modules(adapter, config, accelerator)  # before moving: a half-precision copy is all the device holds
     pipe.to(accelerator.device)
     if isinstance(reward_fn, torch.nn.Module):
@@ -398,7 +400,7 @@ def finish(run: Training, started: float) -> dict:
     after = evaluate(adapter, run.reward_fn, run.eval_items, config, accelerator, samples)
     log_images(accelerator, "samples/after", samples, step=state["step"])
     accelerator.log({f"eval/{a}": v for a, v in (after or {}).items()}, step=state["step"])
-    accelerator.end_training()
+    stop_trackers(accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     processes = gather_object([{"rank": rank, "micro_batches": run.micro_batches_run, "weights": digest}])
     metrics = {
