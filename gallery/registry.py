@@ -7,12 +7,11 @@ only and nothing imports in a circle (none of them imports torch at import time)
 
 from __future__ import annotations
 
-import importlib
-
 from gallery.base import Generator
 from gallery.diffusers_generator import DiffusersGenerator
 from gallery.shapes_members import BagOfWords, ColourLeak, LayoutPlanner
 from itercomp.errors import ItercompError
+from itercomp.plugins import import_class
 
 # Each class names its own YAML `type` (`type_name`).
 GENERATORS: dict[str, type[Generator]] = {
@@ -42,11 +41,4 @@ def generator_class(type_name: str) -> type[Generator]:
             f"unknown generator type {type_name!r}; registered types are {', '.join(sorted(GENERATORS))}, "
             "or give a Generator subclass by import path ('package.module:Class')"
         )
-    module_name, _, attr = type_name.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ItercompError(f"cannot import generator type {type_name!r}: {e}; check the import path") from None
-    if not (isinstance(cls, type) and issubclass(cls, Generator)):
-        raise ItercompError(f"{type_name!r} is not a gallery.Generator subclass")
-    return cls
+    return import_class(type_name, Generator, "generator type")

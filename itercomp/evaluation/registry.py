@@ -9,12 +9,12 @@ the orchestration imports that module before it builds one. A spec's type may al
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 
 from itercomp.config import config_from_dict
 from itercomp.errors import ItercompError
 from itercomp.evaluation.base import Evaluator
+from itercomp.plugins import import_class
 
 EVALUATORS: dict[str, str | type[Evaluator]] = {
     "shapes": "itercomp.evaluation.shapes:ShapesEvaluator",
@@ -53,13 +53,7 @@ def evaluator_class(name: str) -> type[Evaluator]:
             )
         target = name
     if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        try:
-            target = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ItercompError(f"cannot import evaluator {name!r} ({e}); check the import path") from None
-    if not (isinstance(target, type) and issubclass(target, Evaluator)):
-        raise ItercompError(f"{name!r} is not an itercomp.evaluation.Evaluator subclass")
+        target = import_class(target, Evaluator, "evaluator")
     return target
 
 

@@ -104,7 +104,19 @@ def build_tiny_owlv2():
     max_length = 16  # OWL's processor pads every query to the text model's length
     tokenizer = tiny_clip_tokenizer(max_length)
     torch.manual_seed(0)
-    config = Owlv2Config(
+    config = Owlv2Config(**_two_towers(tokenizer, max_length))
+    model = Owlv2ForObjectDetection(config).eval()
+    with torch.no_grad():  # the heads start at std 1, which saturates every box; small heads keep the patch priors
+        for head in (model.class_head, model.box_head):
+            for weight in (p for p in head.parameters() if p.dim() > 1):
+                weight.normal_(std=0.02)
+    image_processor = Owlv2ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return model, Owlv2Processor(image_processor, tokenizer)
+
+
+def _two_towers(tokenizer, max_length: int) -> dict:
+    """The text and vision towers (and projection) of a tiny CLIP-style model: OWLv2's and CLIP's alike."""
+    return dict(
         text_config=dict(
             vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=37, num_hidden_layers=2,
             num_attention_heads=4, max_position_embeddings=max_length, **_clip_token_ids(tokenizer),
@@ -115,13 +127,6 @@ def build_tiny_owlv2():
         ),
         projection_dim=WIDTH,
     )  # fmt: skip
-    model = Owlv2ForObjectDetection(config).eval()
-    with torch.no_grad():  # the heads start at std 1, which saturates every box; small heads keep the patch priors
-        for head in (model.class_head, model.box_head):
-            for weight in (p for p in head.parameters() if p.dim() > 1):
-                weight.normal_(std=0.02)
-    image_processor = Owlv2ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    return model, Owlv2Processor(image_processor, tokenizer)
 
 
 def build_tiny_clip():
@@ -132,17 +137,7 @@ def build_tiny_clip():
     max_length = 77  # CLIP's context length
     tokenizer = tiny_clip_tokenizer(max_length)
     torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=WIDTH, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=max_length, **_clip_token_ids(tokenizer),
-        ),
-        vision_config=dict(
-            hidden_size=WIDTH, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            image_size=IMAGE_SIZE, patch_size=8,
-        ),
-        projection_dim=WIDTH,
-    )  # fmt: skip
+    config = CLIPConfig(**_two_towers(tokenizer, max_length))
     model = CLIPModel(config).eval()
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
