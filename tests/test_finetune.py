@@ -22,8 +22,9 @@ from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from itercomp.finetune import FeedbackConfig, FeedbackRunConfig, finetune
 from itercomp.finetune.adapters import make_adapter
-from itercomp.finetune.config import DPOConfig, GRPOConfig, SelectConfig, WindowConfig
+from itercomp.finetune.config import AWMConfig, DPOConfig, GRPOConfig, SelectConfig, WindowConfig
 from itercomp.finetune.loss import (
+    advantage_weights,
     best_and_worst,
     best_of,
     clipped_policy_loss,
@@ -34,6 +35,7 @@ from itercomp.finetune.loss import (
     group_advantages,
     refl_step_bounds,
     sde_step,
+    weighted_matching_loss,
     weighted_reward,
 )
 from itercomp.finetune.modes import MODES, register_mode
@@ -105,6 +107,16 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # ---- pure functions ------------------------------------------------------------------------------------------
+
+
+def test_advantage_weights_clip_and_damp_the_negatives():
+    weights = advantage_weights(torch.tensor([3.0, 1.0, -1.0, -4.0]), clip=2.0, negative_weight=0.5)
+    assert weights.tolist() == [2.0, 1.0, -0.5, -1.0]
+    losses = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    assert weighted_matching_loss(losses, weights).item() == pytest.approx((0.4 + 0.4 - 0.3 - 0.8) / 4)
+    assert weighted_matching_loss(losses, torch.ones(4)).item() == pytest.approx(losses.mean().item())  # pretraining
+    with pytest.raises(ItercompError, match="awm.negative_weight must be in"):
+        AWMConfig(negative_weight=1.5)
 
 
 def test_feedback_loss_is_the_weighted_hinge():
@@ -636,10 +648,11 @@ def test_select_mode_makes_the_shapes_model_redder(tmp_path):
     assert all(h["grad_steps"] == [] and np.isfinite(h["loss"]) for h in metrics["history"])
 
 
-@pytest.mark.parametrize("mode", ("grpo", "dpo"))
+@pytest.mark.parametrize("mode", ("grpo", "dpo", "awm"))
 def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path):
-    """GRPO (every stochastic step trained, KL to the start) and Diffusion-DPO (best vs worst of 4 samples) with
-    reward = mean red and no gradient through it raise the fixed evaluation batch's reward."""
+    """GRPO (every stochastic step trained, KL to the start), Diffusion-DPO (best vs worst of 4 samples) and
+    advantage-weighted matching (groups of 8 in 2 steps) with reward = mean red and no gradient through it raise
+    the fixed evaluation batch's reward."""
     torch.set_num_threads(1)
 
     def redness(images, prompts):
@@ -648,6 +661,7 @@ def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path):
     settings = {
         "grpo": {"grpo": GRPOConfig(group_size=8, noise_level=1.0), "max_steps": 60, "learning_rate": 1e-3},
         "dpo": {"dpo": DPOConfig(samples_per_prompt=4, beta=100.0), "max_steps": 20, "learning_rate": 1e-2},
+        "awm": {"awm": AWMConfig(group_size=8, sample_steps=2), "max_steps": 20, "learning_rate": 1e-2},
     }
     cfg = config(
         tmp_path,

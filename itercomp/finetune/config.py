@@ -134,6 +134,42 @@ class DPOConfig:
 
 
 @dataclass
+class AWMConfig:
+    """awm: advantage-weighted matching (forward-process feedback, after AWM and DiffusionNFT). Per prompt a group
+    of samples drawn in few steps; each sample's denoising loss at fresh timesteps, weighted by its advantage
+    within the group: the pretraining objective itself, pushed towards better samples and away from worse ones."""
+
+    group_size: int = field(default=8, metadata={"help": "images sampled per prompt: the group of the advantages"})
+    sample_steps: int | None = field(
+        default=8,
+        metadata={"help": "sampling steps of the groups (few: the loss never looks at the chain); unset = "
+                  "num_inference_steps"},
+    )  # fmt: skip
+    timesteps_per_sample: int = field(
+        default=1, metadata={"help": "fresh (time, noise) draws of the denoising loss per sample"}
+    )
+    advantage_clip: float = field(default=2.0, metadata={"help": "advantages clipped to [-c, c] (in group stds)"})
+    negative_weight: float = field(
+        default=0.5,
+        metadata={"help": "scale of the below-average samples' (negative) weights: 1 = symmetric AWM, 0 = only "
+                  "better-than-average samples are learned (reward-weighted regression)"},
+    )  # fmt: skip
+
+    def __post_init__(self):
+        _check_samples("awm", "group_size", self.group_size)
+        _check_positive("awm", advantage_clip=self.advantage_clip)
+        if self.sample_steps is not None and self.sample_steps < 1:
+            raise ItercompError(f"awm.sample_steps must be >= 1 or unset, got {self.sample_steps}")
+        if self.timesteps_per_sample < 1:
+            raise ItercompError(f"awm.timesteps_per_sample must be >= 1, got {self.timesteps_per_sample}")
+        if not 0 <= self.negative_weight <= 1:
+            raise ItercompError(f"awm.negative_weight must be in [0, 1], got {self.negative_weight}")
+
+    def check(self, config: FeedbackConfig) -> None:
+        """awm needs nothing of the shared settings."""
+
+
+@dataclass
 class GRPOConfig:
     """grpo: Flow-GRPO -- SDE sampling, group-relative advantages per prompt, a clipped policy loss on the sampled
     steps, optionally a KL to the starting model."""
@@ -212,6 +248,7 @@ class FeedbackConfig:
     select: SelectConfig = field(default_factory=SelectConfig, metadata={"help": "settings of grad_mode select"})
     dpo: DPOConfig = field(default_factory=DPOConfig, metadata={"help": "settings of grad_mode dpo"})
     grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "settings of grad_mode grpo"})
+    awm: AWMConfig = field(default_factory=AWMConfig, metadata={"help": "settings of grad_mode awm"})
     # ---- reward --------------------------------------------------------------------------------------------
     reward_weights: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(REWARD_ASPECTS, 1.0),

@@ -169,3 +169,16 @@ def best_and_worst(scores: torch.Tensor, candidates: int, min_gap: float = 0.0) 
     best, worst = groups.argmax(1), groups.argmin(1)
     keep = (groups.max(1).values - groups.min(1).values) > min_gap
     return (offsets + best)[keep], (offsets + worst)[keep]
+
+
+def advantage_weights(advantages: torch.Tensor, clip: float, negative_weight: float) -> torch.Tensor:
+    """Weights of advantage-weighted matching: the advantages clipped to [-clip, clip], the negative ones scaled by
+    `negative_weight` (0: only better-than-average samples are learned; 1: symmetric)."""
+    clipped = advantages.float().clamp(-clip, clip)
+    return torch.where(clipped < 0, clipped * negative_weight, clipped)
+
+
+def weighted_matching_loss(per_image_losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """mean_i w_i L_i: lowering a positive sample's denoising error raises its likelihood, raising a negative
+    one's lowers it (AWM); with all w_i = 1 it is the pretraining loss."""
+    return (weights.to(per_image_losses.device) * per_image_losses.float()).mean()

@@ -108,7 +108,7 @@ class IterateConfig:
                        "(reward_models.config.refine_defaults), e.g. --rewards epochs=2")  # fmt: skip
     # fine-tuning
     reward: str = _f("learned", "what fine-tuning climbs: learned (the round's reward models) or oracle (the shapes "
-                     "world's oracle, the ceiling; needs --finetune grad_mode=grpo, dpo or select)")  # fmt: skip
+                     "world's oracle, the ceiling; needs --finetune grad_mode=awm, grpo, dpo or select)")  # fmt: skip
     finetune_prompts_per_aspect: int = _f(128, "shapes prompts: train-split prompts per aspect (complex included) "
                                           "fine-tuned on (a prompts.finetune file is used whole)")  # fmt: skip
     finetune_recipe: str = _f("reward_ft_shapes", "fine-tuning settings to start from: a recipes/configs/ name or a "

@@ -4,6 +4,7 @@
     select                           the denoising loss on each prompt's best sample (RAFT)
     dpo                              Diffusion-DPO on best vs worst samples and ranked pairs
     grpo                             Flow-GRPO on SDE sampling chains
+    awm                              the denoising loss on each group's samples, weighted by advantage (AWM)
 
 A mode is a `FeedbackMode` subclass (sampling and loss; `itercomp.finetune.modes.base`) with its settings in one
 section dataclass of `FeedbackConfig` (`itercomp.finetune.config`). A new mode is one class plus one
@@ -62,3 +63,4 @@ for _name in ("refl", "draft", "alignprop"):
 register_mode("select", "itercomp.finetune.modes.select:SelectMode", "select", differentiates_reward=False)
 register_mode("dpo", "itercomp.finetune.modes.dpo:DPOMode", "dpo", differentiates_reward=False)
 register_mode("grpo", "itercomp.finetune.modes.grpo:GRPOMode", "grpo", differentiates_reward=False)
+register_mode("awm", "itercomp.finetune.modes.awm:AWMMode", "awm", differentiates_reward=False)
