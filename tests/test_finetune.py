@@ -796,6 +796,21 @@ def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
     with pytest.raises(ItercompError, match="needs dpo.preference_pairs"):
         FeedbackConfig(grad_mode="dpo", dpo=DPOConfig(online_pairs=False))
 
+    # The same rankings' winners (the brightest image of the train prompt) feed select mode on their own.
+    from itercomp.finetune.preferences import RankedWinners
+
+    winners = RankedWinners.from_rankings(tmp_path / "rankings.jsonl")
+    assert winners.prompts == [prompts["train"]] and winners.images[0].mean().item() == pytest.approx(250 / 255)
+    pipe = shapes_pipeline()
+    before = snapshot(pipe.transformer)
+    cfg = config(tmp_path / "select", grad_mode="select",
+                 select=SelectConfig(online=False, winners=str(tmp_path / "rankings.jsonl")))  # fmt: skip
+    metrics = finetune(pipe, channel_reward, PROMPTS, cfg)
+    assert all(np.isfinite(h["loss"]) and h["rewards"] == {} for h in metrics["history"])
+    assert any(not torch.equal(before[k], v) for k, v in pipe.transformer.state_dict().items())
+    with pytest.raises(ItercompError, match="needs select.winners"):
+        FeedbackConfig(grad_mode="select", select=SelectConfig(online=False))
+
 
 @pytest.mark.parametrize("kind", ["stable_diffusion", "stable_diffusion_xl", "stable_diffusion_3", "flux", "sana"])
 def test_the_text_cache_encodes_each_prompt_once_and_gives_the_batch_encodings(kind):

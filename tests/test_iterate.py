@@ -334,16 +334,18 @@ def test_run_killed_in_round_2_resumes_to_a_complete_report(world, tmp_path):
         assert {c["generator"] for c in new["candidates"]} - {c["generator"] for c in old["candidates"]} == {"base_r2"}
 
 
-@pytest.mark.parametrize("reward,mode", [("learned", "refl"), ("oracle", "dpo")])
+@pytest.mark.parametrize("reward,mode", [("learned", "refl"), ("oracle", "dpo"), ("oracle", "select")])
 def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
-    """ReFL on the reward models, and DPO on the oracle with the round's rankings as preference pairs; the report
-    puts the learned rewards beside the oracle's accuracy."""
+    """ReFL on the reward models, DPO on the oracle with the round's rankings as preference pairs, and select on
+    the oracle plus the rankings' winners; the report puts the learned rewards beside the oracle's accuracy."""
     from itercomp.loop.report import format_table
     from itercomp.loop.run import iterate
     from itercomp.models.pipeline import ShapesDiTPipeline
 
     out = tmp_path / "real"
     finetune = {"max_steps": 1, "batch_size": 2, "eval_prompts": 2, "cpu": True, "grad_mode": mode}
+    if mode == "select":
+        finetune["select"] = {"winners": "round", "samples_per_prompt": 2}
     config = _config(world, out, rounds=1, reward=reward, finetune=finetune)
     report = iterate(config, log=lambda _: None)
     finetune = report["rounds"][1]["finetune"]
@@ -351,9 +353,12 @@ def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
     assert all(set(r["learned_rewards"]) == set(REWARD_ASPECTS) for r in report["rounds"])
     assert all(len(report["per_aspect"][a]["learned_reward"]) == 2 for a in REWARD_ASPECTS)
     assert "reward models' mean score" in format_table(report).splitlines()[3]
+    used = json.loads((RunLayout(out).stage(1, "model") / "metrics.json").read_text())["config"]
+    rankings = str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")
     if mode == "dpo":
-        used = json.loads((RunLayout(out).stage(1, "model") / "metrics.json").read_text())["config"]
-        assert used["dpo"]["preference_pairs"] == str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")
+        assert used["dpo"]["preference_pairs"] == rankings
+    if mode == "select":
+        assert used["select"]["winners"] == rankings
     tuned = ShapesDiTPipeline.from_pretrained(RunLayout(out).pipeline(1)).transformer.state_dict()
     base = ShapesDiTPipeline.from_pretrained(world / "base").transformer.state_dict()
     assert any(not torch.equal(tuned[name], base[name]) for name in base)

@@ -91,12 +91,20 @@ class SelectConfig:
     (reward-ranked fine-tuning, RAFT)."""
 
     samples_per_prompt: int = field(default=4, metadata={"help": "images sampled per prompt, ranked by reward"})
+    winners: str | None = field(
+        default=None,
+        metadata={"help": "a rankings.jsonl whose first-ranked images (train prompts) add batch_size (image, prompt) "
+                  "pairs to each micro-batch: the gallery's best image per prompt and aspect (in the loop: 'round', "
+                  "the round's rankings)"},
+    )  # fmt: skip
+    online: bool = field(default=True, metadata={"help": "also train on each prompt's best own sample by reward"})
 
     def __post_init__(self):
         _check_samples("select", "samples_per_prompt", self.samples_per_prompt)
 
     def check(self, config: FeedbackConfig) -> None:
-        """select needs nothing of the shared settings."""
+        if not self.online and not self.winners:
+            raise ItercompError("grad_mode=select with select.online=false needs select.winners (a rankings.jsonl)")
 
 
 @dataclass

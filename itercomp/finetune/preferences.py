@@ -3,6 +3,11 @@
 
     pairs = PreferencePairs.from_rankings("runs/iterate/round_1/rankings/rankings.jsonl")
     preferred, other, prompts = pairs.sample(8, rng)     # B x 3 x H x W in [0, 1] each, one prompt per pair
+
+And each ranking's winner, for fine-tuning on the gallery's best image per prompt and aspect (select mode):
+
+    winners = RankedWinners.from_rankings("runs/iterate/round_1/rankings/rankings.jsonl")
+    images, prompts = winners.sample(8, rng)
 """
 
 from __future__ import annotations
@@ -70,3 +75,39 @@ def _read_rgb(path: Path) -> np.ndarray:
         )
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+class RankedWinners:
+    """The first-ranked image of every ranking whose prompt is in `splits`: what the annotators (or the reward
+    models, for grown rankings) found best among the gallery's images of that prompt and aspect."""
+
+    def __init__(self, images: torch.Tensor, prompts: list[str]):
+        if len(images) == 0:
+            raise ItercompError("no ranked winners: the rankings hold no train-split ranking")
+        self.images, self.prompts = images, list(prompts)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @classmethod
+    def from_rankings(cls, path: str | Path, splits: tuple[str, ...] = ("train", "val")) -> RankedWinners:
+        rankings = RankingFile.read(path)
+        by_id = {}
+        images, prompts = [], []
+        for ranking in rankings.rankings:
+            if split_for(ranking.prompt) not in splits or not ranking.order:
+                continue
+            candidates = {c.image_id: c for c in ranking.candidates}
+            file = rankings.path_of(candidates[ranking.order[0]]).resolve()
+            if file not in by_id:
+                by_id[file] = _read_rgb(file)
+            images.append(by_id[file])
+            prompts.append(ranking.prompt)
+        if len({image.shape for image in images}) > 1:
+            raise ItercompError(f"{path}: the winning images have different sizes; resize them to one")
+        stacked = np.stack(images) if images else np.zeros((0, 1, 1, 3), np.uint8)
+        return cls(torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255, prompts)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+        idx = rng.integers(len(self), size=n)
+        return self.images[idx], [self.prompts[i] for i in idx]

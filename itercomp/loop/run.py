@@ -334,10 +334,13 @@ def finetune_model(run: Run, k: int) -> dict:
         rewards, source = rewards.to(pipe.device).eval().requires_grad_(False), f"the round-{k} reward models"
     prompts = run.prompts.finetune
     loop_fields = {} if "seed" in config.finetune else {"seed": config.seed + k}
-    dpo = config.finetune.get("dpo") or {}
+    rankings = str(run.layout.stage(k, "rankings") / "rankings.jsonl")
+    dpo, select = config.finetune.get("dpo") or {}, config.finetune.get("select") or {}
     if config.finetune.get("grad_mode", config.recipe().get("grad_mode")) == "dpo" and "preference_pairs" not in dpo:
         # DPO learns from the round's rankings directly (plus the current model's own samples ranked by reward)
-        loop_fields["dpo"] = {"preference_pairs": str(run.layout.stage(k, "rankings") / "rankings.jsonl")}
+        loop_fields["dpo"] = {"preference_pairs": rankings}
+    if select.get("winners") == "round":  # select also trains on the gallery's best image per ranked prompt
+        loop_fields["select"] = {"winners": rankings}
     feedback = feedback_config(
         config, run.feedback_config_cls, sampling_settings(run), output_dir=str(folder), **loop_fields
     )
