@@ -1,7 +1,9 @@
 """Benchmark: which feedback method moves the base model, with the oracle (a perfect annotator) and with the
-learned reward models, at an equal number of sampled images.
+learned reward models, at equal CPU time (--minutes) or an equal number of sampled images (--images).
 
-python bench/feedback_methods.py --images 1600 --eval-prompts 100 --seeds 2 --out bench/results/feedback_methods.json
+python bench/feedback_methods.py --minutes 30 --supervised-minutes 30 --eval-prompts 100 --seeds 0 1 2 3 \
+    --out bench/results/feedback_methods_30min.json
+python bench/feedback_methods.py --images 1600 --eval-prompts 100 --seeds 0 1 --out bench/results/feedback_methods.json
 
 Each run fine-tunes the shipped base model (or --base) from the same start with one mode and one reward:
 
@@ -9,12 +11,14 @@ Each run fine-tunes the shipped base model (or --base) from the same start with 
 - select    trains the denoising loss on each prompt's best of samples_per_prompt samples (RAFT)
 - dpo       Diffusion-DPO on each prompt's best vs worst sample (here without ranked pairs: online only)
 - grpo      Flow-GRPO on every stochastic step, group-relative advantages
+- awm       advantage-weighted matching: the denoising loss on a group's few-step samples, weighted by advantage
 
-Beside them, `--supervised-images N ...` continues training on N ground-truth renders of train prompts with the
-plain denoising loss (batch 16, the same learning rate rule, EMA): the perfect-data reference that tells whether
-the base model can move at all with that much signal.
+Beside them, `--supervised-images N ...` (or `--supervised-minutes M ...`) continues training on ground-truth
+renders of train prompts with the plain denoising loss (batch 16, the same learning rate rule, EMA): continued
+pretraining, the perfect-data reference that tells whether the base model can move at all with that budget.
 
-Steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
+With --minutes, every run trains until the step that passes M minutes (FeedbackConfig.max_minutes). Otherwise
+steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
 samples batch_size x the mode's samples per prompt; one of refl samples batch_size). Each mode's learning rate, batch and
 group come from MODES (the largest tried that did not break the model here; --lr overrides all). The fine-tuned
 model and the base are sampled on the same test prompts and seeds, and scored by the oracle; differences are
@@ -44,6 +48,7 @@ MODES = {
         "learning_rate": 1e-4, "batch_size": 4, "num_inference_steps": 10,
         "grpo": {"group_size": 8, "train_steps": 3, "noise_level": 0.7},
     },
+    "awm": {"learning_rate": 1e-4, "batch_size": 4, "awm": {"group_size": 8, "sample_steps": 8}},
 }  # fmt: skip
 # The loop's fine-tuning defaults (itercomp.loop.config) that every mode shares.
 SHARED = {"guidance_scale": 3.0, "window": {"grad_guidance_scale": 3.0}, "num_inference_steps": 20, "ema_decay": 0.99,
@@ -54,7 +59,12 @@ SHARED = {"guidance_scale": 3.0, "window": {"grad_guidance_scale": 3.0}, "num_in
 def images_per_step(settings: dict) -> int:
     """batch_size x the images a black-box mode samples per prompt (its section's samples_per_prompt or GRPO's
     group_size; 1 for refl)."""
-    sizes = {**settings.get("select", {}), **settings.get("dpo", {}), **settings.get("grpo", {})}
+    sizes = {
+        **settings.get("select", {}),
+        **settings.get("dpo", {}),
+        **settings.get("grpo", {}),
+        **settings.get("awm", {}),
+    }
     return settings["batch_size"] * sizes.get("samples_per_prompt", sizes.get("group_size", 1))
 
 
@@ -97,11 +107,11 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
     from itercomp.world import generate_prompts
 
     settings = {**SHARED, **MODES[mode], **({"learning_rate": args.lr} if args.lr else {})}
-    steps = max(1, round(args.images / images_per_step(settings)))
+    steps = 10**6 if args.minutes else max(1, round(args.images / images_per_step(settings)))
     out = Path(args.work) / f"{mode}-{reward}"
     config = FeedbackRunConfig(
-        **settings, grad_mode=mode, max_steps=steps, output_dir=str(out), resume=False, threads=args.threads,
-        reward=reward, rewards=args.rewards,
+        **settings, grad_mode=mode, max_steps=steps, max_minutes=args.minutes, output_dir=str(out), resume=False,
+        threads=args.threads, reward=reward, rewards=args.rewards,
     )  # fmt: skip
     reward_fn = load_reward_fn(config)
     train = [p for a in REWARD_ASPECTS for p in generate_prompts(a, "train", 500)]
@@ -109,6 +119,7 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
     started = time.perf_counter()
     metrics = finetune(pipe, reward_fn, train, config)
     seconds = time.perf_counter() - started
+    steps = metrics["steps"]
     result = paired(evaluate(pipe, prompts, args.seeds), base_rows)
     per_step = [sum(h["rewards"].values()) / len(h["rewards"]) for h in metrics["history"]]
     tenth = max(1, len(per_step) // 10)
@@ -125,8 +136,9 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
     }
 
 
-def run_supervised(images: int, args, base_rows, prompts) -> dict:
-    """The perfect-data reference: the family's denoising loss on ground-truth renders of train prompts."""
+def run_supervised(images: int | None, args, base_rows, prompts, minutes: float | None = None) -> dict:
+    """The perfect-data reference: the family's denoising loss on ground-truth renders of train prompts, for
+    `images` trained images or `minutes` of training."""
     import numpy as np
 
     from itercomp.finetune.adapters import make_adapter
@@ -140,13 +152,16 @@ def run_supervised(images: int, args, base_rows, prompts) -> dict:
     for module in adapter.frozen_modules().values():
         module.requires_grad_(False).eval()
     params = dict(adapter.denoiser.named_parameters())
-    data = regulariser_from_config("shapes", min(images, 4096), 0, adapter.resolution)
+    data = regulariser_from_config("shapes", min(images or 4096, 4096), 0, adapter.resolution)
     optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=1e-2)
     ema = ParameterEMA(params, SHARED["ema_decay"])
     rng = np.random.default_rng(0)
-    steps = max(1, round(images / batch))
+    steps = 10**6 if minutes else max(1, round(images / batch))
     started = time.perf_counter()
     for step in range(steps):
+        if minutes and time.perf_counter() - started >= minutes * 60:
+            steps = step
+            break
         pairs, pair_prompts = data.sample(batch, rng)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         adapter.pretrain_loss(pairs, pair_prompts, generator).backward()
@@ -190,10 +205,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--rewards", nargs="+", dest="reward_kinds", default=["oracle", "learned"])
     parser.add_argument("--images", type=int, default=1600, help="sampled images per run (sets the steps)")
+    parser.add_argument("--minutes", type=float, default=None, help="train each run this long instead of --images")
     parser.add_argument("--lr", type=float, default=None, help="one learning rate for every mode")
     parser.add_argument(
         "--supervised-images", type=int, nargs="*", default=[], help="ground-truth renders for the reference runs"
     )
+    parser.add_argument("--supervised-minutes", type=float, nargs="*", default=[], help="minutes of the reference runs")
     parser.add_argument("--eval-prompts", type=int, default=100, help="test prompts per aspect")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--base", default=None, help="pipeline folder; default the shipped base")
@@ -215,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(table(results[-1:]), flush=True)
     for images in args.supervised_images:
         results.append(run_supervised(images, args, base_rows, prompts))
+        print(table(results[-1:]), flush=True)
+    for minutes in args.supervised_minutes:
+        results.append(run_supervised(None, args, base_rows, prompts, minutes=minutes))
         print(table(results[-1:]), flush=True)
     summary = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
     write_json(args.out, summary)

@@ -48,3 +48,17 @@ def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch, 
     assert summary["results"][3]["trained_images"] == 32 and summary["results"][3]["steps"] == 2
     assert json.loads(out.read_text())["results"][0]["test"]["attribute_binding"]["base"] in (0.0, 1.0)
     torch.set_num_threads(1)
+
+
+def test_equal_minutes_runs_awm_and_the_continued_pretraining_reference(tmp_path, monkeypatch, shapes_pipe):
+    """--minutes: each run stops after the step that passes its budget (a tiny budget: one step each)."""
+    shapes_pipe.save_pretrained(tmp_path / "base")
+    monkeypatch.setattr(bench, "SHARED", {**bench.SHARED, "num_inference_steps": 3, "regulariser_samples": 8})
+    tiny = {**bench.MODES["awm"], "batch_size": 1, "awm": {"group_size": 2, "sample_steps": 2}}
+    monkeypatch.setattr(bench, "MODES", {**bench.MODES, "awm": tiny})
+    argv = ["--modes", "awm", "--rewards", "oracle", "--minutes", "0.0001", "--supervised-minutes", "0.0001"]
+    argv += ["--eval-prompts", "1", "--seeds", "0", "--base", str(tmp_path / "base"), "--threads", "1"]
+    summary = bench.main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r.json")])
+    awm, supervised = summary["results"]
+    assert awm["mode"] == "awm" and awm["steps"] == 1 and awm["sampled_images"] == 2
+    assert supervised["mode"] == "supervised" and supervised["steps"] == 1

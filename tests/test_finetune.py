@@ -539,6 +539,14 @@ def test_weights_that_turn_non_finite_stop_the_run_before_anything_is_saved(tmp_
     assert not (tmp_path / "run" / "pipeline").exists()
 
 
+def test_max_minutes_stops_after_the_step_that_spends_them(tmp_path):
+    torch.set_num_threads(1)
+    metrics = finetune(shapes_pipeline(), channel_reward, PROMPTS,
+                       config(tmp_path, max_steps=50, max_minutes=1e-6, eval_prompts=0))  # fmt: skip
+    assert metrics["steps"] == 1 and (tmp_path / "run" / "pipeline" / "model_index.json").is_file()
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 1
+
+
 def test_resume_continues_at_the_saved_step(tmp_path):
     torch.set_num_threads(1)
     straight = shapes_pipeline()

@@ -292,6 +292,11 @@ class FeedbackConfig:
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
     weight_decay: float = field(default=1e-2, metadata={"help": "AdamW weight decay"})
     max_steps: int = field(default=200, metadata={"help": "optimizer steps (IterComp: 200)"})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "stop (checkpoint, evaluate, save) after the step that passes this many minutes of this "
+                  "run, if max_steps is not reached first: runs compared at equal CPU time"},
+    )  # fmt: skip
     batch_size: int = field(default=4, metadata={"help": "prompts per micro-batch per process"})
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "micro-batches per optimizer step (effective batch = this x batch x processes)"}
@@ -378,6 +383,8 @@ class FeedbackConfig:
         if self.eval_prompts < 0 or self.checkpoint_every < 0:
             raise ItercompError("eval_prompts and checkpoint_every must be >= 0")
         check_report_to(self.report_to)
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ItercompError(f"max_minutes must be > 0 or unset, got {self.max_minutes}")
         self.lora_target_modules = tuple(self.lora_target_modules)
 
     @property

@@ -142,8 +142,12 @@ def finetune(
         loss = entry["loss"] if entry["loss"] is not None else math.nan
         bar.set_postfix(loss=f"{loss:.4g}", skipped=run.state["skipped_steps"])
         done = step + 1
-        if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.max_steps:
+        out_of_time = time_is_up(accelerator, started, config.max_minutes)
+        if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.max_steps or out_of_time:
             _save_checkpoint(run.out / "checkpoint", run)
+        if out_of_time:
+            accelerator.print(f"max_minutes={config.max_minutes} reached after step {done}")
+            break
     bar.close()
     return finish(run, started)
 
@@ -219,6 +223,16 @@ def trainable_weights(adapter: FeedbackAdapter, config: FeedbackConfig) -> tuple
     for p in trainable.values():  # float32 master weights: a 1e-5 step is below half precision's resolution
         p.data = p.data.float()
     return trainable, lora_config
+
+
+def time_is_up(accelerator, started: float, max_minutes: float | None) -> bool:
+    """Whether the run has used its minutes; every process takes the slowest one's clock, so all stop together."""
+    if max_minutes is None:
+        return False
+    elapsed = torch.tensor([time.perf_counter() - started], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        elapsed = accelerator.reduce(elapsed, reduction="max")
+    return elapsed.item() >= max_minutes * 60
 
 
 def tracked(entry: dict) -> dict[str, float]:
