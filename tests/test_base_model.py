@@ -267,6 +267,24 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     b = original(["a red circle above a blue square"], generator=torch.Generator().manual_seed(3), **kwargs).images
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # fp16 storage rounding only
 
+    # A member of another run, with another language model, exported beside them carries its own LM copy; the
+    # members already shipped keep theirs. Re-exporting the first run shares the LM again.
+    other = pretrain.load_member(run / "members" / "base")
+    with torch.no_grad():
+        for weight in other.text_encoder.parameters():
+            weight.add_(0.01)
+    pretrain.save_member(other, tmp_path / "run2" / "members" / "long_base")
+    pretrain.export_weights(tmp_path / "run2", tmp_path / "weights")
+    own = tmp_path / "weights" / "long_base" / "text_encoder"
+    assert own.is_dir() and not own.is_symlink()
+    assert (tmp_path / "weights" / "base" / "text_encoder").is_symlink()
+    lm_of = {name: pretrain.load_member(tmp_path / "weights" / name).text_encoder for name in ("base", "long_base")}
+    first_weight = {name: next(lm.parameters()) for name, lm in lm_of.items()}
+    assert torch.allclose(first_weight["base"], next(original.text_encoder.parameters()), atol=1e-3)
+    assert torch.allclose(first_weight["long_base"], next(other.text_encoder.parameters()), atol=1e-3)
+    pretrain.export_weights(run, tmp_path / "weights")
+    assert (tmp_path / "weights" / "pooled" / "text_encoder").is_symlink()
+
 
 def test_pretrain_trains_dits_in_parallel_processes(tmp_path):
     from itercomp.models import pretrain

@@ -16,12 +16,11 @@ from pathlib import Path
 from gallery import Gallery, MemberSpec, render_gallery
 from gallery.run import prompt_entry, unique_prompts
 from itercomp.io import read_json, read_jsonl, write_json
+from itercomp.loop.evaluation import SCORE_BATCH
 from itercomp.loop.insertion import insert_candidates
 from itercomp.loop.processes import SingleProcess, on_main
 from itercomp.rankings import read_rankings, write_rankings
 from itercomp.records import MANIFEST, Candidate, ImageRecord
-
-SCORE_BATCH = 64
 
 
 def expand(

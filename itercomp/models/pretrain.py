@@ -527,23 +527,28 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
 
 
 def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
-    """Copy a pretraining run's members into `dest` for shipping: the language model and tokenizer once under
-    `dest/lm`, each member's DiT and scheduler under `dest/<member>` with relative symlinks to the shared LM (the
-    members share it, so shipping three copies would triple the weights); weights stored as fp16 and loaded back
-    as fp32 (`ShapesDiTPipeline.from_pretrained`)."""
+    """Copy a pretraining run's members into `dest` for shipping, weights stored as fp16 and loaded back as fp32
+    (`ShapesDiTPipeline.from_pretrained`). Members that read the same language model share one copy of it under
+    `dest/lm` through relative symlinks (three copies would triple the weights). When `dest/lm` already holds
+    another language model (members shipped from an earlier run), this run's members carry their own
+    `tokenizer` and `text_encoder` and the earlier members keep theirs."""
     run_dir, dest = Path(run_dir), Path(dest)
     members = sorted(p for p in (run_dir / "members").glob("*") if (p / "done").is_file())
     if not members:
         raise ItercompError(f"{run_dir}/members has no finished member; run 'itercomp pretrain' first")
     dtype = torch.float16 if fp16 else torch.float32
     first = load_member(members[0])
-    with atomic_dir(dest / "lm") as tmp:
-        first.tokenizer.save_pretrained(tmp / "tokenizer")
-        first.text_encoder.to(dtype).save_pretrained(tmp / "text_encoder")
+    shared = dest / "lm"
+    share = not (shared / "text_encoder").is_dir() or _same_language_model(shared, first, dtype)
+    if share:
+        with atomic_dir(shared) as tmp:
+            first.tokenizer.save_pretrained(tmp / "tokenizer")
+            first.text_encoder.to(dtype).save_pretrained(tmp / "text_encoder")
     written = []
     for path in members:
         pipe = load_member(path)
         with atomic_dir(dest / path.name) as tmp:
+            pipe.text_encoder.to(dtype)
             pipe.save_pretrained(tmp)
             statistics = ("text_mean", "text_whitening_matrix")
             exact = {k: v.clone() for k, v in pipe.transformer.named_buffers() if k in statistics}
@@ -551,8 +556,21 @@ def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
             for name, value in exact.items():  # the whitening stays fp32 (64 KB per LM layer read)
                 getattr(transformer, name).data = value
             transformer.save_pretrained(tmp / "transformer")
-            for part in ("tokenizer", "text_encoder"):
-                shutil.rmtree(tmp / part)
-                (tmp / part).symlink_to(Path("..") / "lm" / part)
+            if share:
+                for part in ("tokenizer", "text_encoder"):
+                    shutil.rmtree(tmp / part)
+                    (tmp / part).symlink_to(Path("..") / "lm" / part)
         written.append(dest / path.name)
     return written
+
+
+def _same_language_model(shipped: Path, pipe: ShapesDiTPipeline, dtype: torch.dtype) -> bool:
+    """Whether `shipped` (a `dest/lm` folder) holds the tokenizer and the weights (at `dtype`) of `pipe`'s LM."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(shipped / "tokenizer")
+    if tokenizer.get_vocab() != pipe.tokenizer.get_vocab():
+        return False
+    theirs = AutoModelForCausalLM.from_pretrained(shipped / "text_encoder", dtype=dtype).state_dict()
+    ours = {k: v.to(dtype) for k, v in pipe.text_encoder.state_dict().items()}
+    return theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
