@@ -775,13 +775,15 @@ def test_cli_builds_its_help_without_torch():
 
 
 def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
-    """Every ordered pair of a rankings.jsonl (test prompts left out) becomes a (preferred, other) pair, and DPO
+    """Every ordered pair of a rankings.jsonl (the shapes test prompts left out) becomes a (preferred, other) pair, and DPO
     trains on them alone with online_pairs off."""
     from itercomp.finetune.preferences import PreferencePairs
     from itercomp.prompts import split_for
     from itercomp.records import Candidate, Ranking
 
     prompts = {s: next(p for p in (f"a red circle and a {c} square" for c in ("blue", "green", "white", "yellow", "purple")) if split_for(p) == s) for s in ("train", "test")}  # fmt: skip
+    # A prompt outside the shapes world trains whatever its hash bucket: its held-out prompts are the caller's.
+    prompts["other"] = next(p for p in (f"a photo of {n} dogs" for n in range(100)) if split_for(p) == "test")
     rows = []
     for split, prompt in prompts.items():
         candidates = []
@@ -794,7 +796,8 @@ def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
     (tmp_path / "rankings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     pairs = PreferencePairs.from_rankings(tmp_path / "rankings.jsonl")
-    assert len(pairs) == 3 and set(pairs.prompts) == {prompts["train"]}  # C(3, 2) train pairs, no test pair
+    # C(3, 2) pairs of each prompt that may train, none of the shapes test prompt
+    assert len(pairs) == 6 and set(pairs.prompts) == {prompts["train"], prompts["other"]}
     preferred, other, _ = pairs.sample(16, np.random.default_rng(0))
     assert bool((preferred.mean((1, 2, 3)) > other.mean((1, 2, 3))).all())  # brighter is ranked first
     ranked_only = DPOConfig(online_pairs=False, preference_pairs=str(tmp_path / "rankings.jsonl"))
@@ -808,7 +811,8 @@ def test_preference_pairs_from_rankings_feed_dpo(tmp_path):
     from itercomp.finetune.preferences import RankedWinners
 
     winners = RankedWinners.from_rankings(tmp_path / "rankings.jsonl")
-    assert winners.prompts == [prompts["train"]] and winners.images[0].mean().item() == pytest.approx(250 / 255)
+    assert winners.prompts == [prompts["train"], prompts["other"]]
+    assert winners.images[0].mean().item() == pytest.approx(250 / 255)
     pipe = shapes_pipeline()
     before = snapshot(pipe.transformer)
     cfg = config(tmp_path / "select", grad_mode="select",

@@ -18,9 +18,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from itercomp.errors import ItercompError
-from itercomp.prompts import split_for
+from itercomp.errors import ItercompError, PromptError
 from itercomp.rankings import RankingFile, ranking_pairs
+from itercomp.world.prompts import split_of
+
+
+def trainable(prompt: str) -> bool:
+    """Whether a ranked prompt may train: any prompt but the shapes world's test prompts, which are fixed and never
+    trained on. Other prompts have no fixed test split; their held-out prompts are the caller's to keep out of the
+    rankings (the loop never ranks its test pool), so a rankings file of T2I-CompBench prompts trains whole."""
+    try:
+        return split_of(prompt) != "test"
+    except PromptError:
+        return True
 
 
 class PreferencePairs:
@@ -36,14 +46,14 @@ class PreferencePairs:
         return len(self.prompts)
 
     @classmethod
-    def from_rankings(cls, path: str | Path, splits: tuple[str, ...] = ("train", "val")) -> PreferencePairs:
-        """Every ordered pair of every ranking whose prompt is in `splits` (test prompts never train). Images of
-        one size are kept in memory; each is read once however many rankings hold it."""
+    def from_rankings(cls, path: str | Path) -> PreferencePairs:
+        """Every ordered pair of every ranking whose prompt may train (`trainable`). Images of one size are kept in
+        memory; each is read once however many rankings hold it."""
         rankings = RankingFile.read(path)
         index: dict[Path, int] = {}
         images, pairs, prompts = [], [], []
         for ranking in rankings.rankings:
-            if split_for(ranking.prompt) not in splits:
+            if not trainable(ranking.prompt):
                 continue
             positions = []
             for candidate in ranking.candidates:
@@ -78,24 +88,26 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 class RankedWinners:
-    """The first-ranked image of every ranking whose prompt is in `splits`: what the annotators (or the reward
+    """The first-ranked image of every ranking whose prompt may train (`trainable`): what the annotators (or the reward
     models, for grown rankings) found best among the gallery's images of that prompt and aspect."""
 
     def __init__(self, images: torch.Tensor, prompts: list[str]):
         if len(images) == 0:
-            raise ItercompError("no ranked winners: the rankings hold no train-split ranking")
+            raise ItercompError(
+                "no ranked winners: the rankings hold no ranking of a prompt that may train (shapes test prompts never do)"
+            )
         self.images, self.prompts = images, list(prompts)
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     @classmethod
-    def from_rankings(cls, path: str | Path, splits: tuple[str, ...] = ("train", "val")) -> RankedWinners:
+    def from_rankings(cls, path: str | Path) -> RankedWinners:
         rankings = RankingFile.read(path)
         by_id = {}
         images, prompts = [], []
         for ranking in rankings.rankings:
-            if split_for(ranking.prompt) not in splits or not ranking.order:
+            if not trainable(ranking.prompt) or not ranking.order:
                 continue
             candidates = {c.image_id: c for c in ranking.candidates}
             file = rankings.path_of(candidates[ranking.order[0]]).resolve()
