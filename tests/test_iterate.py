@@ -352,7 +352,10 @@ def test_one_round_with_the_real_finetune(world, tmp_path, reward, mode):
     assert report["complete"] and finetune["steps"] == 1 and set(finetune["reward_after"]) == set(REWARD_ASPECTS)
     assert all(set(r["learned_rewards"]) == set(REWARD_ASPECTS) for r in report["rounds"])
     assert all(len(report["per_aspect"][a]["learned_reward"]) == 2 for a in REWARD_ASPECTS)
-    assert "reward models' mean score" in format_table(report).splitlines()[3]
+    table = format_table(report).splitlines()
+    assert table[3].startswith("gain, round 1 - round 0") and "mean of 3" in table[4]
+    assert "reward models' mean score" in table[5]
+    assert set(report["gain"]) == {"from_round", "to_round", *ASPECTS, "mean of 3"}
     used = json.loads((RunLayout(out).stage(1, "model") / "metrics.json").read_text())["config"]
     rankings = str(RunLayout(out).stage(1, "rankings") / "rankings.jsonl")
     if mode == "dpo":
@@ -513,3 +516,22 @@ def test_expand_by_hand_grows_the_rankings_as_the_loop_does(world, tmp_path):
     assert [r["order"] for r in hand] == [r["order"] for r in loop]
     assert [r["annotator"] for r in hand] == [r["annotator"] for r in loop] and all(r["round"] == 2 for r in hand)
     assert main([*args[:-4], "--rewards", str(tmp_path / "none"), "--output-dir", str(by_hand)]) == 2
+
+
+def test_paired_gain_pairs_prompts_and_seeds_and_means_the_three_aspects():
+    from itercomp.loop.report import format_table, paired_gain
+
+    def rows(correct: dict) -> list[dict]:
+        return [{"prompt_id": f"{a}{i}", "seed": s, "aspect": a, "correct": c, "score": float(c)}
+                for a, values in correct.items() for i, s, c in values]  # fmt: skip
+
+    before = rows({a: [(0, 0, False), (0, 1, False), (1, 0, True), (1, 1, False)] for a in ASPECTS})
+    after = rows({a: [(0, 1, True), (0, 0, False), (1, 0, True), (1, 1, True), (2, 0, True)] for a in ASPECTS})
+    gain = paired_gain(before, after, "accuracy")
+    # four pairs per aspect (the unpaired (2, 0) is left out): differences 0, 1, 0, 1
+    assert gain["spatial_relationship"] == {"gain": 0.5, "se": pytest.approx(np.std([0, 1, 0, 1], ddof=1) / 2), "n": 4}
+    mean = gain["mean of 3"]
+    assert mean["gain"] == 0.5 and mean["se"] == pytest.approx(np.sqrt(3 * (np.std([0, 1, 0, 1], ddof=1) / 2) ** 2) / 3)
+    report = {"rounds": [], "measure": "accuracy", "gain": {"from_round": 0, "to_round": 3, **gain}}
+    lines = format_table(report).splitlines()
+    assert lines[1].startswith("gain, round 3 - round 0") and "mean of 3 +0.500 +- 0.167" in lines[2]

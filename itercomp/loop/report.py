@@ -75,9 +75,16 @@ def build_report(layout: RunLayout, rounds: int) -> dict:
     complete = len(entries) == rounds + 1 and all(e["complete"] for e in entries)
     evaluators = [e["evaluator"] for e in evaluated if e.get("evaluator")]
     has_accuracy = all(v is not None for s in per_aspect.values() for v in s["accuracy"])
+    measure = "accuracy" if has_accuracy else "mean_score"
+    gain = None
+    if len(evaluated) > 1 and evaluated[0]["round"] == 0:
+        first, last = evaluated[0]["round"], evaluated[-1]["round"]
+        rows = [read_jsonl(layout.stage(k, "eval") / "rows.jsonl") for k in (first, last)]
+        gain = {"from_round": first, "to_round": last, **paired_gain(*rows, measure)}
     return {
         "evaluator": evaluators[-1] if evaluators else {"type": "shapes"},
-        "measure": "accuracy" if has_accuracy else "mean_score",
+        "measure": measure,
+        "gain": gain,
         "run": str(layout.root),
         "rounds_planned": rounds,
         "rounds_complete": sum(e["complete"] for e in entries if e["round"] > 0),
@@ -86,6 +93,33 @@ def build_report(layout: RunLayout, rounds: int) -> dict:
         "rounds": entries,
         "pictures": {"scores": str(layout.plot), "grids": str(layout.grids)},
     }
+
+
+def paired_gain(before: list[dict], after: list[dict], measure: str) -> dict:
+    """The change from `before` to `after` (two rounds' evaluation rows of the same test prompts and seeds), per
+    aspect with its standard error, paired per (prompt, seed): {aspect: {"gain", "se", "n"}}; and under "mean of 3"
+    the mean over the three reward aspects, whose prompts are disjoint, so its SE is sqrt(sum of SE^2) / 3."""
+    key = "correct" if measure == "accuracy" else "score"
+    then = {(r["prompt_id"], r["seed"]): float(r[key]) for r in before}
+    per_aspect: dict[str, list[float]] = {}
+    for row in after:
+        pair = (row["prompt_id"], row["seed"])
+        if pair in then:
+            per_aspect.setdefault(row["aspect"], []).append(float(row[key]) - then[pair])
+    gains = {}
+    for aspect in ASPECTS:
+        d = np.asarray(per_aspect.get(aspect, []))
+        if len(d):
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            gains[aspect] = {"gain": float(d.mean()), "se": se, "n": len(d)}
+    if all(a in gains for a in REWARD_ASPECTS):
+        three = [gains[a] for a in REWARD_ASPECTS]
+        gains["mean of 3"] = {
+            "gain": sum(g["gain"] for g in three) / 3,
+            "se": float(np.sqrt(sum(g["se"] ** 2 for g in three)) / 3),
+            "n": sum(g["n"] for g in three),
+        }
+    return gains
 
 
 def plot_scores(report: dict, path: Path) -> None:
@@ -192,6 +226,14 @@ def format_table(report: dict) -> str:
         three = [entry["test"][a][measure] for a in REWARD_ASPECTS if a in entry["test"]]
         mean = sum(three) / len(three) if three else float("nan")
         lines.append(f"{entry['round']:<6}{cells}{mean:>11.3f}")
+    gain = report.get("gain")
+    if gain:
+        shown = [(SHORT.get(a, a), gain[a]) for a in (*ASPECTS, "mean of 3") if a in gain]
+        lines.append(
+            f"gain, round {gain['to_round']} - round {gain['from_round']} (paired per test prompt and seed, "
+            "+- one standard error):"
+        )
+        lines.append("  " + ", ".join(f"{name} {g['gain']:+.3f} +- {g['se']:.3f}" for name, g in shown))
     learned = [e for e in report["rounds"] if e["test"] is not None and e.get("learned_rewards")]
     if learned:
         lines.append("reward models' mean score on the same images:")
