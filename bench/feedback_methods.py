@@ -1,8 +1,8 @@
 """Benchmark: which feedback method moves the base model, with the oracle (a perfect annotator) and with the
 learned reward models, at equal CPU time (--minutes) or an equal number of sampled images (--images).
 
-python bench/feedback_methods.py --minutes 30 --supervised-minutes 30 --eval-prompts 100 --seeds 0 1 2 3 \
-    --out bench/results/feedback_methods_30min.json
+python bench/feedback_methods.py --minutes 10 30 60 --supervised-minutes 10 30 60 --eval-prompts 100 \
+    --seeds 0 1 2 3 --out bench/results/feedback_methods_minutes.json [--resume]
 python bench/feedback_methods.py --images 1600 --eval-prompts 100 --seeds 0 1 --out bench/results/feedback_methods.json
 
 Each run fine-tunes the shipped base model (or --base) from the same start with one mode and one reward:
@@ -17,8 +17,12 @@ Beside them, `--supervised-images N ...` (or `--supervised-minutes M ...`) conti
 renders of train prompts with the plain denoising loss (batch 16, the same learning rate rule, EMA): continued
 pretraining, the perfect-data reference that tells whether the base model can move at all with that budget.
 
-With --minutes, every run trains until the step that passes M minutes (FeedbackConfig.max_minutes). Otherwise
-steps are set so that every run samples about --images images for feedback (a step of select, dpo or grpo
+With --minutes M1 M2 ..., every run is a curve: it trains until the step that passes M1 minutes of training
+(FeedbackConfig.max_minutes: the steps' time, not the evaluations), is evaluated, resumes from its checkpoint up
+to M2, is evaluated, and so on; the reference runs the same way in one process (--supervised-minutes). Rows are
+written to --out as they finish, and --resume keeps them and continues each run from its checkpoint in --work,
+so a curve longer than a sitting goes on in the next one. Otherwise steps are set so that every run samples
+about --images images for feedback (a step of select, dpo or grpo
 samples batch_size x the mode's samples per prompt; one of refl samples batch_size). Each mode's learning rate, batch and
 group come from MODES (the largest tried that did not break the model here; --lr overrides all). The fine-tuned
 model and the base are sampled on the same test prompts and seeds, and scored by the oracle; differences are
@@ -28,6 +32,7 @@ paired per (prompt, seed), with standard errors. Writes JSON and prints a table.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -91,6 +96,8 @@ def paired(rows: list[dict], base: list[dict]) -> dict:
         }
     diffs = [out[a]["vs_base"] for a in REWARD_ASPECTS]
     out["mean_vs_base"] = sum(diffs) / len(diffs)
+    # the aspects' prompts are disjoint, so their errors add in quadrature
+    out["mean_vs_base_se"] = math.sqrt(sum(out[a]["vs_base_se"] ** 2 for a in REWARD_ASPECTS)) / len(diffs)
     return out
 
 
@@ -100,25 +107,24 @@ def evaluate(pipe, prompts, seeds) -> list[dict]:
     return evaluate_pipeline(pipe, prompts, seeds=seeds, num_inference_steps=20, guidance_scale=3.0)["rows"]
 
 
-def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
+def run_one(mode: str, reward: str, args, base_rows, prompts, minutes: float | None = None, resume=False) -> dict:
+    """One mode with one reward: --images sampled images, or `minutes` of training in all (the trainer counts its
+    steps' time across resumes, so with `resume` it goes on from the run's checkpoint up to that point)."""
     from itercomp.commands.finetune import load_reward_fn
     from itercomp.finetune import FeedbackRunConfig, finetune
     from itercomp.finetune.job import load_pipeline
     from itercomp.world import generate_prompts
 
     settings = {**SHARED, **MODES[mode], **({"learning_rate": args.lr} if args.lr else {})}
-    steps = 10**6 if args.minutes else max(1, round(args.images / images_per_step(settings)))
-    out = Path(args.work) / f"{mode}-{reward}"
+    steps = 10**6 if minutes else max(1, round(args.images / images_per_step(settings)))
     config = FeedbackRunConfig(
-        **settings, grad_mode=mode, max_steps=steps, max_minutes=args.minutes, output_dir=str(out), resume=False,
-        threads=args.threads, reward=reward, rewards=args.rewards,
+        **settings, grad_mode=mode, max_steps=steps, max_minutes=minutes, output_dir=str(Path(args.work) / f"{mode}-{reward}"),
+        resume=resume, threads=args.threads, reward=reward, rewards=args.rewards,
     )  # fmt: skip
     reward_fn = load_reward_fn(config)
     train = [p for a in REWARD_ASPECTS for p in generate_prompts(a, "train", 500)]
     pipe = load_pipeline(args.base)
-    started = time.perf_counter()
     metrics = finetune(pipe, reward_fn, train, config)
-    seconds = time.perf_counter() - started
     steps = metrics["steps"]
     result = paired(evaluate(pipe, prompts, args.seeds), base_rows)
     per_step = [sum(h["rewards"].values()) / len(h["rewards"]) for h in metrics["history"]]
@@ -126,19 +132,20 @@ def run_one(mode: str, reward: str, args, base_rows, prompts) -> dict:
     return {
         "mode": mode,
         "reward": reward,
+        "minutes": minutes,
         "settings": {k: v for k, v in settings.items() if k in MODES[mode] or k == "learning_rate"},
         "steps": steps,
         "sampled_images": steps * images_per_step(settings),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": metrics["train_seconds"],
         "train_reward_first_tenth": mean_and_se(per_step[:tenth])[0],
         "train_reward_last_tenth": mean_and_se(per_step[-tenth:])[0],
         "test": result,
     }
 
 
-def run_supervised(images: int | None, args, base_rows, prompts, minutes: float | None = None) -> dict:
+def run_supervised(images: int | None, args, base_rows, prompts, minutes: list[float] = ()) -> list[dict]:
     """The perfect-data reference: the family's denoising loss on ground-truth renders of train prompts, for
-    `images` trained images or `minutes` of training."""
+    `images` trained images, or one run evaluated (EMA weights, off the training clock) at each of `minutes`."""
     import numpy as np
 
     from itercomp.finetune.adapters import make_adapter
@@ -156,12 +163,29 @@ def run_supervised(images: int | None, args, base_rows, prompts, minutes: float 
     optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=1e-2)
     ema = ParameterEMA(params, SHARED["ema_decay"])
     rng = np.random.default_rng(0)
+    points = sorted(minutes) or [None]
     steps = 10**6 if minutes else max(1, round(images / batch))
-    started = time.perf_counter()
+    rows, trained = [], 0.0
+
+    def row(step: int) -> dict:
+        weights = {n: p.detach().clone() for n, p in params.items()}
+        ema.copy_to(params)
+        test = paired(evaluate(pipe, prompts, args.seeds), base_rows)
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(weights[name])
+        return {
+            "mode": "supervised", "reward": "ground truth", "minutes": points[len(rows)],
+            "settings": {"learning_rate": lr, "batch_size": batch, "renders": len(data)}, "steps": step,
+            "sampled_images": 0, "trained_images": step * batch, "train_seconds": round(trained, 1), "test": test,
+        }  # fmt: skip
+
     for step in range(steps):
-        if minutes and time.perf_counter() - started >= minutes * 60:
-            steps = step
-            break
+        if minutes and trained >= points[len(rows)] * 60:
+            rows.append(row(step))
+            if len(rows) == len(points):
+                return rows
+        started = time.perf_counter()
         pairs, pair_prompts = data.sample(batch, rng)
         generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         adapter.pretrain_loss(pairs, pair_prompts, generator).backward()
@@ -169,28 +193,18 @@ def run_supervised(images: int | None, args, base_rows, prompts, minutes: float 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.update(params, step)
-    ema.copy_to(params)
-    seconds = time.perf_counter() - started
-    return {
-        "mode": "supervised",
-        "reward": "ground truth",
-        "settings": {"learning_rate": lr, "batch_size": batch, "renders": len(data)},
-        "steps": steps,
-        "sampled_images": 0,
-        "trained_images": steps * batch,
-        "train_seconds": round(seconds, 1),
-        "test": paired(evaluate(pipe, prompts, args.seeds), base_rows),
-    }
+        trained += time.perf_counter() - started
+    return [*rows, row(steps)]
 
 
 def table(results: list[dict]) -> str:
     lines = [f"{'mode':<11}{'reward':<13}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
-    lines[0] += f"{'mean':>9}"
+    lines[0] += f"{'mean of 3':>19}"
     for r in results:
         cells = "".join(f"{r['test'][a]['vs_base']:>+13.3f} ± {r['test'][a]['vs_base_se']:.3f}" for a in REWARD_ASPECTS)
         lines.append(
             f"{r['mode']:<11}{r['reward']:<13}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
-            f"{r['test']['mean_vs_base']:>+9.3f}"
+            f"{r['test']['mean_vs_base']:>+11.3f} ± {r['test'].get('mean_vs_base_se', math.nan):.3f}"
         )
     return "\n".join(lines)
 
@@ -205,12 +219,21 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--rewards", nargs="+", dest="reward_kinds", default=["oracle", "learned"])
     parser.add_argument("--images", type=int, default=1600, help="sampled images per run (sets the steps)")
-    parser.add_argument("--minutes", type=float, default=None, help="train each run this long instead of --images")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        nargs="*",
+        default=[],
+        help="training minutes of each run instead of --images; several: "
+        "the points of its curve (one run, evaluated at each)",
+    )
     parser.add_argument("--lr", type=float, default=None, help="one learning rate for every mode")
     parser.add_argument(
         "--supervised-images", type=int, nargs="*", default=[], help="ground-truth renders for the reference runs"
     )
-    parser.add_argument("--supervised-minutes", type=float, nargs="*", default=[], help="minutes of the reference runs")
+    parser.add_argument(
+        "--supervised-minutes", type=float, nargs="*", default=[], help="the reference's curve points (one run)"
+    )
     parser.add_argument("--eval-prompts", type=int, default=100, help="test prompts per aspect")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--base", default=None, help="pipeline folder; default the shipped base")
@@ -218,28 +241,37 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-feedback-methods"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "feedback_methods.json")
+    parser.add_argument("--resume", action="store_true", help="keep --out's rows and continue the runs in --work")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     prompts = evaluation_prompts(args.eval_prompts, "test", REWARD_ASPECTS)
     base_rows = evaluate(load_pipeline(args.base), prompts, args.seeds)
-    results = []
+    results = json.loads(args.out.read_text())["results"] if args.resume and args.out.is_file() else []
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
+
+    def add(rows: list[dict]) -> None:
+        results.extend(rows)
+        write_json(args.out, {"settings": settings, "results": results})
+        print(table(rows), flush=True)
+
+    def done(mode: str, reward: str, minutes: float | None) -> bool:
+        return any(r["mode"] == mode and r["reward"] == reward and r.get("minutes") == minutes for r in results)
+
     for mode in args.modes:
         for reward in args.reward_kinds:
             if reward == "oracle" and mode == "refl":
                 continue  # the oracle has no gradient
-            results.append(run_one(mode, reward, args, base_rows, prompts))
-            print(table(results[-1:]), flush=True)
+            for k, minutes in enumerate(sorted(args.minutes) or [None]):
+                if not done(mode, reward, minutes):  # each point resumes the run's checkpoint from the last one
+                    add([run_one(mode, reward, args, base_rows, prompts, minutes, resume=args.resume or k > 0)])
     for images in args.supervised_images:
-        results.append(run_supervised(images, args, base_rows, prompts))
-        print(table(results[-1:]), flush=True)
-    for minutes in args.supervised_minutes:
-        results.append(run_supervised(None, args, base_rows, prompts, minutes=minutes))
-        print(table(results[-1:]), flush=True)
-    summary = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
-    write_json(args.out, summary)
+        add(run_supervised(images, args, base_rows, prompts))
+    if args.supervised_minutes and not all(done("supervised", "ground truth", m) for m in args.supervised_minutes):
+        results[:] = [r for r in results if r["mode"] != "supervised"]  # the reference runs in one process
+        add(run_supervised(None, args, base_rows, prompts, minutes=args.supervised_minutes))
     print(table(results))
-    return summary
+    return {"settings": settings, "results": results}
 
 
 if __name__ == "__main__":

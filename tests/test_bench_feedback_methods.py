@@ -3,7 +3,9 @@ and one tiny end-to-end run per black-box mode and of the supervised reference o
 
 from __future__ import annotations
 
+import itertools
 import json
+import types
 
 import pytest
 import torch
@@ -50,15 +52,34 @@ def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch, 
     torch.set_num_threads(1)
 
 
-def test_equal_minutes_runs_awm_and_the_continued_pretraining_reference(tmp_path, monkeypatch, shapes_pipe):
-    """--minutes: each run stops after the step that passes its budget (a tiny budget: one step each)."""
+def test_equal_minutes_curves_resume_their_checkpoints_and_a_stopped_bench_goes_on(tmp_path, monkeypatch, shapes_pipe):
+    """--minutes M1 M2: each run stops after the step that passes its budget, the second point resumes the first's
+    checkpoint; --resume keeps the rows and trains only the new points. The trainer's clock is a counter that
+    makes every step last one second, so a point of k/60 minutes is k steps."""
+    from itercomp.finetune import trainer
+
+    clock = itertools.count()
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
     shapes_pipe.save_pretrained(tmp_path / "base")
     monkeypatch.setattr(bench, "SHARED", {**bench.SHARED, "num_inference_steps": 3, "regulariser_samples": 8})
     tiny = {**bench.MODES["awm"], "batch_size": 1, "awm": {"group_size": 2, "sample_steps": 2}}
     monkeypatch.setattr(bench, "MODES", {**bench.MODES, "awm": tiny})
-    argv = ["--modes", "awm", "--rewards", "oracle", "--minutes", "0.0001", "--supervised-minutes", "0.0001"]
-    argv += ["--eval-prompts", "1", "--seeds", "0", "--base", str(tmp_path / "base"), "--threads", "1"]
-    summary = bench.main([*argv, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r.json")])
-    awm, supervised = summary["results"]
-    assert awm["mode"] == "awm" and awm["steps"] == 1 and awm["sampled_images"] == 2
-    assert supervised["mode"] == "supervised" and supervised["steps"] == 1
+    argv = ["--modes", "awm", "--rewards", "oracle", "--eval-prompts", "1", "--seeds", "0"]
+    argv += ["--base", str(tmp_path / "base"), "--threads", "1", "--work", str(tmp_path / "w")]
+    argv += ["--out", str(tmp_path / "r.json")]
+    second, two, three = 1 / 60, 2 / 60, 3 / 60
+    summary = bench.main([*argv, "--minutes", str(second), str(two), "--supervised-minutes", "1e-5", "2e-5"])
+    awm = [r for r in summary["results"] if r["mode"] == "awm"]
+    supervised = [r for r in summary["results"] if r["mode"] == "supervised"]
+    assert [(r["minutes"], r["steps"], r["sampled_images"]) for r in awm] == [(second, 1, 2), (two, 2, 4)]
+    assert [r["train_seconds"] for r in awm] == [1.0, 2.0]
+    assert [(r["minutes"], r["steps"]) for r in supervised] == [(1e-5, 1), (2e-5, 2)]
+    assert "mean_vs_base_se" in awm[0]["test"]
+
+    calls = []
+    monkeypatch.setattr(bench, "run_supervised", lambda *a, **k: calls.append("supervised") or [])
+    summary = bench.main([*argv, "--resume", "--minutes", str(second), str(two), str(three), "--supervised-minutes",
+                          "1e-5"])  # fmt: skip
+    awm = [r for r in summary["results"] if r["mode"] == "awm"]
+    assert [(r["minutes"], r["steps"]) for r in awm] == [(second, 1), (two, 2), (three, 3)] and calls == []
+    assert json.loads((tmp_path / "r.json").read_text())["results"] == summary["results"]

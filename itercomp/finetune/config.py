@@ -294,8 +294,9 @@ class FeedbackConfig:
     max_steps: int = field(default=200, metadata={"help": "optimizer steps (IterComp: 200)"})
     max_minutes: float | None = field(
         default=None,
-        metadata={"help": "stop (checkpoint, evaluate, save) after the step that passes this many minutes of this "
-                  "run, if max_steps is not reached first: runs compared at equal CPU time"},
+        metadata={"help": "stop (checkpoint, evaluate, save) after the step that passes this many minutes of "
+                  "training (the steps' time, counted across resumes), if max_steps is not reached first: runs "
+                  "compared at equal CPU time"},
     )  # fmt: skip
     batch_size: int = field(default=4, metadata={"help": "prompts per micro-batch per process"})
     gradient_accumulation_steps: int = field(

@@ -73,7 +73,9 @@ class Training:
     regulariser: Regulariser
     lora_config: object = None
     eval_items: list[tuple[str, int]] = field(default_factory=list)
-    state: dict = field(default_factory=lambda: {"step": 0, "skipped_steps": 0, "history": [], "before": None})
+    state: dict = field(
+        default_factory=lambda: {"step": 0, "skipped_steps": 0, "history": [], "before": None, "train_seconds": 0.0}
+    )
     micro_batches_run: int = 0
 
     @property
@@ -135,14 +137,18 @@ def finetune(
         disable=not accelerator.is_local_main_process,
     )
     for step in bar:
+        if time_is_up(accelerator, run.state, config.max_minutes):  # a resumed run that had spent them already
+            break
+        step_started = time.perf_counter()
         entry = train_step(run, step)
+        run.state["train_seconds"] = run.state.get("train_seconds", 0.0) + time.perf_counter() - step_started
         accelerator.log(tracked(entry), step=step + 1)
         run.state["history"].append(entry)
         run.state["step"] = step + 1
         loss = entry["loss"] if entry["loss"] is not None else math.nan
         bar.set_postfix(loss=f"{loss:.4g}", skipped=run.state["skipped_steps"])
         done = step + 1
-        out_of_time = time_is_up(accelerator, started, config.max_minutes)
+        out_of_time = time_is_up(accelerator, run.state, config.max_minutes)
         if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.max_steps or out_of_time:
             _save_checkpoint(run.out / "checkpoint", run)
         if out_of_time:
@@ -225,11 +231,12 @@ def trainable_weights(adapter: FeedbackAdapter, config: FeedbackConfig) -> tuple
     return trainable, lora_config
 
 
-def time_is_up(accelerator, started: float, max_minutes: float | None) -> bool:
-    """Whether the run has used its minutes; every process takes the slowest one's clock, so all stop together."""
+def time_is_up(accelerator, state: dict, max_minutes: float | None) -> bool:
+    """Whether the run has spent its minutes of training (its steps, across resumes; not the evaluations); every
+    process takes the slowest one's clock, so all stop together."""
     if max_minutes is None:
         return False
-    elapsed = torch.tensor([time.perf_counter() - started], device=accelerator.device)
+    elapsed = torch.tensor([state.get("train_seconds", 0.0)], device=accelerator.device)
     if accelerator.num_processes > 1:
         elapsed = accelerator.reduce(elapsed, reduction="max")
     return elapsed.item() >= max_minutes * 60
@@ -423,6 +430,7 @@ def finish(run: Training, started: float) -> dict:
         "skipped_steps": state["skipped_steps"],
         "images_per_step": world * config.batch_size * config.gradient_accumulation_steps,
         "seconds_this_run": round(time.perf_counter() - started, 2),
+        "train_seconds": round(state.get("train_seconds", 0.0), 2),  # the steps' time, across resumes
         "history": state["history"],
         "eval": {
             "prompts": [p for p, _ in run.eval_items],
