@@ -197,6 +197,19 @@ def run_supervised(images: int | None, args, base_rows, prompts, minutes: list[f
     return [*rows, row(steps)]
 
 
+def base_evaluation(args, prompts, load_pipeline) -> list[dict]:
+    """The base model's evaluation rows, kept in --work so that a resumed bench pairs with the same rows."""
+    path = Path(args.work) / "base_rows.json"
+    key = {"base": args.base, "prompts": [list(p) for p in prompts], "seeds": list(args.seeds)}
+    if args.resume and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["key"] == key:
+            return saved["rows"]
+    rows = evaluate(load_pipeline(args.base), prompts, args.seeds)
+    write_json(path, {"key": key, "rows": rows})
+    return rows
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'mode':<11}{'reward':<13}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
     lines[0] += f"{'mean of 3':>19}"
@@ -246,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     prompts = evaluation_prompts(args.eval_prompts, "test", REWARD_ASPECTS)
-    base_rows = evaluate(load_pipeline(args.base), prompts, args.seeds)
+    base_rows = base_evaluation(args, prompts, load_pipeline)
     results = json.loads(args.out.read_text())["results"] if args.resume and args.out.is_file() else []
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
 

@@ -78,8 +78,11 @@ def test_equal_minutes_curves_resume_their_checkpoints_and_a_stopped_bench_goes_
 
     calls = []
     monkeypatch.setattr(bench, "run_supervised", lambda *a, **k: calls.append("supervised") or [])
+    evaluate, evaluated = bench.evaluate, []  # the base's rows are read back from --work, not sampled again
+    monkeypatch.setattr(bench, "evaluate", lambda *a: evaluated.append(1) or evaluate(*a))
     summary = bench.main([*argv, "--resume", "--minutes", str(second), str(two), str(three), "--supervised-minutes",
                           "1e-5"])  # fmt: skip
     awm = [r for r in summary["results"] if r["mode"] == "awm"]
     assert [(r["minutes"], r["steps"]) for r in awm] == [(second, 1), (two, 2), (three, 3)] and calls == []
+    assert len(evaluated) == 1  # the new point only
     assert json.loads((tmp_path / "r.json").read_text())["results"] == summary["results"]
