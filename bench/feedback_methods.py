@@ -197,8 +197,10 @@ def run_supervised(images: int | None, args, base_rows, prompts, minutes: list[f
     return [*rows, row(steps)]
 
 
-def base_evaluation(args, prompts, load_pipeline) -> list[dict]:
+def base_evaluation(args, prompts) -> list[dict]:
     """The base model's evaluation rows, kept in --work so that a resumed bench pairs with the same rows."""
+    from itercomp.finetune.job import load_pipeline
+
     path = Path(args.work) / "base_rows.json"
     key = {"base": args.base, "prompts": [list(p) for p in prompts], "seeds": list(args.seeds)}
     if args.resume and path.is_file():
@@ -223,7 +225,6 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from itercomp.finetune.job import load_pipeline
     from itercomp.models.evaluate import evaluation_prompts
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     prompts = evaluation_prompts(args.eval_prompts, "test", REWARD_ASPECTS)
-    base_rows = base_evaluation(args, prompts, load_pipeline)
+    base_rows = base_evaluation(args, prompts)
     results = json.loads(args.out.read_text())["results"] if args.resume and args.out.is_file() else []
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
 

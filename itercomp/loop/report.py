@@ -78,9 +78,9 @@ def build_report(layout: RunLayout, rounds: int) -> dict:
     measure = "accuracy" if has_accuracy else "mean_score"
     gain = None
     if len(evaluated) > 1 and evaluated[0]["round"] == 0:
-        first, last = evaluated[0]["round"], evaluated[-1]["round"]
-        rows = [read_jsonl(layout.stage(k, "eval") / "rows.jsonl") for k in (first, last)]
-        gain = {"from_round": first, "to_round": last, **paired_gain(*rows, measure)}
+        last = evaluated[-1]["round"]
+        rows = [read_jsonl(layout.stage(k, "eval") / "rows.jsonl") for k in (0, last)]
+        gain = {"from_round": 0, "to_round": last, **paired_gain(*rows, measure)}
     return {
         "evaluator": evaluators[-1] if evaluators else {"type": "shapes"},
         "measure": measure,
