@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from itercomp.config import config_from_dict, merge_values, parse_overrides
 from itercomp.io import write_json
 from itercomp.world.vocab import REWARD_ASPECTS
 
@@ -61,6 +62,12 @@ SHARED = {"guidance_scale": 3.0, "window": {"grad_guidance_scale": 3.0}, "num_in
           "checkpoint_every": 0, "cpu": True}  # fmt: skip
 
 
+def mode_settings(mode: str, args) -> dict:
+    """SHARED, then the mode's MODES entry, then --lr and --set (which may change one key of a section)."""
+    settings = merge_values({**SHARED, **MODES[mode]}, {"learning_rate": args.lr} if args.lr else {})
+    return merge_values(settings, args.overrides)
+
+
 def images_per_step(settings: dict) -> int:
     """batch_size x the images a black-box mode samples per prompt (its section's samples_per_prompt or GRPO's
     group_size; 1 for refl)."""
@@ -70,7 +77,7 @@ def images_per_step(settings: dict) -> int:
         **settings.get("grpo", {}),
         **settings.get("awm", {}),
     }
-    return settings["batch_size"] * sizes.get("samples_per_prompt", sizes.get("group_size", 1))
+    return int(settings["batch_size"]) * int(sizes.get("samples_per_prompt", sizes.get("group_size", 1)))
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:
@@ -115,12 +122,11 @@ def run_one(mode: str, reward: str, args, base_rows, prompts, minutes: float | N
     from itercomp.finetune.job import load_pipeline
     from itercomp.world import generate_prompts
 
-    settings = {**SHARED, **MODES[mode], **({"learning_rate": args.lr} if args.lr else {})}
+    settings = mode_settings(mode, args)
     steps = 10**6 if minutes else max(1, round(args.images / images_per_step(settings)))
-    config = FeedbackRunConfig(
-        **settings, grad_mode=mode, max_steps=steps, max_minutes=minutes, output_dir=str(Path(args.work) / f"{mode}-{reward}"),
-        resume=resume, threads=args.threads, reward=reward, rewards=args.rewards,
-    )  # fmt: skip
+    run = {"grad_mode": mode, "max_steps": steps, "max_minutes": minutes, "output_dir": str(Path(args.work) / f"{mode}-{reward}"),
+           "resume": resume, "threads": args.threads, "reward": reward, "rewards": args.rewards}  # fmt: skip
+    config = config_from_dict(FeedbackRunConfig, {**settings, **run})
     reward_fn = load_reward_fn(config)
     train = [p for a in REWARD_ASPECTS for p in generate_prompts(a, "train", 500)]
     pipe = load_pipeline(args.base)
@@ -133,7 +139,9 @@ def run_one(mode: str, reward: str, args, base_rows, prompts, minutes: float | N
         "mode": mode,
         "reward": reward,
         "minutes": minutes,
-        "settings": {k: v for k, v in settings.items() if k in MODES[mode] or k == "learning_rate"},
+        "settings": {
+            k: v for k, v in settings.items() if k in MODES[mode] or k in args.overrides or k == "learning_rate"
+        },
         "steps": steps,
         "sampled_images": steps * images_per_step(settings),
         "train_seconds": metrics["train_seconds"],
@@ -243,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--lr", type=float, default=None, help="one learning rate for every mode")
     parser.add_argument(
+        "--set", nargs="*", default=[], metavar="FIELD=VALUE",
+        help="fine-tuning settings for every mode, over MODES (e.g. awm.negative_weight=0 pretrain_loss_weight=0.3)",
+    )  # fmt: skip
+    parser.add_argument(
         "--supervised-images", type=int, nargs="*", default=[], help="ground-truth renders for the reference runs"
     )
     parser.add_argument(
@@ -257,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "feedback_methods.json")
     parser.add_argument("--resume", action="store_true", help="keep --out's rows and continue the runs in --work")
     args = parser.parse_args(argv)
+    args.overrides = parse_overrides(args.set)
     torch.set_num_threads(args.threads)
 
     prompts = evaluation_prompts(args.eval_prompts, "test", REWARD_ASPECTS)

@@ -22,6 +22,17 @@ def test_every_mode_samples_the_same_number_of_images():
         assert steps[mode] * bench.images_per_step(settings) == pytest.approx(1600, rel=0.05)
 
 
+def test_set_changes_one_key_of_a_section_over_the_modes_settings():
+    args = types.SimpleNamespace(lr=3e-4, overrides=bench.parse_overrides(["awm.negative_weight=0", "ema_decay=0.9"]))
+    settings = bench.mode_settings("awm", args)
+    assert settings["awm"] == {**bench.MODES["awm"]["awm"], "negative_weight": "0"}
+    assert settings["learning_rate"] == 3e-4 and settings["ema_decay"] == "0.9"
+    from itercomp.finetune import FeedbackRunConfig
+
+    config = bench.config_from_dict(FeedbackRunConfig, {**settings, "grad_mode": "awm"})
+    assert config.awm.negative_weight == 0.0 and config.awm.group_size == bench.MODES["awm"]["awm"]["group_size"]
+
+
 def test_paired_differences_and_their_standard_error():
     def rows(correct):
         return [{"aspect": a, "correct": c} for a in REWARD_ASPECTS for c in correct]
