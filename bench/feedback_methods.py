@@ -2,7 +2,7 @@
 learned reward models, at equal CPU time (--minutes) or an equal number of sampled images (--images).
 
 python bench/feedback_methods.py --minutes 10 30 60 --supervised-minutes 10 30 60 --eval-prompts 100 \
-    --seeds 0 1 2 3 --out bench/results/feedback_methods_minutes.json [--resume]
+    --seeds 0 1 2 3 --out bench/results/feedback_minutes/all.json [--resume]
 python bench/feedback_methods.py --images 1600 --eval-prompts 100 --seeds 0 1 --out bench/results/feedback_methods.json
 
 Each run fine-tunes the shipped base model (or --base) from the same start with one mode and one reward:

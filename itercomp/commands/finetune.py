@@ -18,8 +18,8 @@ def register(parser) -> None:
     parser.description = (
         "Reward-feedback fine-tuning with the reward models (--reward learned) or the shapes world's oracle "
         "(--reward oracle). grad_mode refl / draft / alignprop back-propagate the reward through a late window of "
-        "sampling steps (IterComp's ReFL); select, dpo and grpo only rank samples (RAFT, Diffusion-DPO, "
-        "Flow-GRPO). Flags are the fields of FeedbackRunConfig, a mode's settings as --SECTION.FIELD (e.g. "
+        "sampling steps (IterComp's ReFL); select, dpo, grpo and awm only rank samples (RAFT, Diffusion-DPO, "
+        "Flow-GRPO, advantage-weighted matching). Flags are the fields of FeedbackRunConfig, a mode's settings as --SECTION.FIELD (e.g. "
         "--grpo.group-size 8); for several processes use 'accelerate launch recipes/reward_ft.py'."
     )
     add_config_arguments(parser, FeedbackRunConfig)

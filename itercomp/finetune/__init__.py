@@ -1,5 +1,5 @@
 """Reward-feedback fine-tuning of text-to-image denoisers: one loop (`finetune`) and one trainer class per mode
-family (`itercomp.finetune.modes`: window = refl / draft / alignprop, select, dpo, grpo), each with its settings in
+family (`itercomp.finetune.modes`: window = refl / draft / alignprop, select, dpo, grpo, awm), each with its settings in
 a section of `FeedbackConfig`.
 
     from itercomp.finetune import FeedbackConfig, GRPOConfig, finetune

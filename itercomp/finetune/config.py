@@ -158,9 +158,10 @@ class AWMConfig:
     )
     advantage_clip: float = field(default=2.0, metadata={"help": "advantages clipped to [-c, c] (in group stds)"})
     negative_weight: float = field(
-        default=0.5,
-        metadata={"help": "scale of the below-average samples' (negative) weights: 1 = symmetric AWM, 0 = only "
-                  "better-than-average samples are learned (reward-weighted regression)"},
+        default=1.0,
+        metadata={"help": "scale of the below-average samples' (negative) weights: 1 = symmetric AWM (the weights "
+                  "sum to zero per group, measured best), 0 = only better-than-average samples are learned "
+                  "(reward-weighted regression)"},
     )  # fmt: skip
 
     def __post_init__(self):
@@ -247,7 +248,8 @@ class FeedbackConfig:
             "1..window.alignprop_max_k; select: train the denoising loss on each prompt's best of "
             "select.samples_per_prompt samples (RAFT); dpo: Diffusion-DPO on each prompt's best and worst sample "
             "and on ranked pairs; grpo: Flow-GRPO -- SDE sampling, group-relative advantages, a clipped policy "
-            "loss. select, dpo and grpo never differentiate the reward (the oracle serves them)"
+            "loss; awm: the denoising loss on a group's samples weighted by advantage. select, dpo, grpo and awm never "
+            "differentiate the reward (the oracle serves them)"
         },
     )
     window: WindowConfig = field(
@@ -452,7 +454,7 @@ class FeedbackRunConfig(FeedbackConfig):
         default="learned",
         metadata={
             "help": "learned: the reward models in `rewards`; oracle: the shapes world's oracle, a perfect annotator "
-            "(the ceiling; only grad_mode select, dpo or grpo, which never differentiate the reward)"
+            "(the ceiling; only grad_mode select, dpo, grpo or awm, which never differentiate the reward)"
         },
     )
 

@@ -7,7 +7,7 @@
 The oracle judges the whole prompt at once, so every aspect gets the same value per image: `correct` (1 when
 every predicate of the prompt holds, the metric the evaluation reports) plus the mean soft score of the
 predicates in [0, 1] (partial credit, so a group of wrong images still has a best one). It reads pixels, not
-gradients: only the modes that never differentiate the reward (select, dpo, grpo) can use it.
+gradients: only the modes that never differentiate the reward (select, dpo, grpo, awm) can use it.
 """
 
 from __future__ import annotations

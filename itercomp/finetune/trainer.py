@@ -2,14 +2,14 @@
 lets the mode sample them (#### SAMPLING ####) and compute its feedback loss (#### TRAINING ####), adds the
 optional denoising-loss regulariser, and steps with gradient clipping, skipped non-finite steps, EMA,
 checkpoints and metrics. What a mode does is in its class (`itercomp.finetune.modes`): the window modes refl /
-draft / alignprop back-propagate the reward through late sampling steps; select, dpo and grpo never differentiate
-it. The same function runs in one process or under `accelerate launch`.
+draft / alignprop back-propagate the reward through late sampling steps; select, dpo, grpo and awm never
+differentiate it. The same function runs in one process or under `accelerate launch`.
 
     metrics = finetune(pipe, reward_fn, prompts, FeedbackConfig(...))
 
 `reward_fn(images B x 3 x H x W in [0, 1], prompts) -> {aspect: Tensor[B]}` is built by the caller (the CLI loads
 the reward models or the oracle); it must be differentiable in the images for refl / draft / alignprop, while
-select, dpo and grpo take any black box (`reward_fn.differentiable = False` says so). On return the pipeline's
+select, dpo, grpo and awm take any black box (`reward_fn.differentiable = False` says so). On return the pipeline's
 denoiser holds the final weights -- the EMA average when ema_decay > 0, LoRA merged -- and output_dir holds
 pipeline/, lora/ (LoRA runs), metrics.json and feedback_config.yaml. A killed run resumes from
 output_dir/checkpoint.
