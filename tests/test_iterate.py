@@ -149,7 +149,7 @@ def test_config_from_yaml_and_flags_merges_sections_key_by_key(tmp_path):
         ({"annotators": "crowd"}, "--annotators must be one of"),
         ({"members": ("layout_planner",)}, "leaves out the fine-tuned member 'base'"),
         ({"rewards": {"epochs": "many"}}, "RewardTrainConfig.epochs must be int"),
-        ({"reward": "oracle"}, "reward=oracle has no gradient"),
+        ({"reward": "oracle", "finetune": {"grad_mode": "refl"}}, "reward=oracle has no gradient"),
     ],
 )
 def test_config_errors_name_the_problem(values, needle):

@@ -54,8 +54,8 @@ def reward_backbone(rewards: dict, reward_init: str | None) -> str:
 
 def _round_budget() -> dict:
     # Each round fine-tunes with half the recipe's steps and batch (and a smaller evaluation batch), so three
-    # rounds fit the demo's CPU budget; everything else, the learning rate included, is the recipe's.
-    return {"max_steps": 100, "batch_size": 8, "eval_prompts": 16, "checkpoint_every": 25}
+    # rounds fit the demo's CPU budget; everything else, the mode and learning rate included, is the recipe's.
+    return {"max_steps": 100, "batch_size": 4, "eval_prompts": 16, "checkpoint_every": 25}
 
 
 def _f(default, text: str):
@@ -108,7 +108,7 @@ class IterateConfig:
                        "(reward_models.config.refine_defaults), e.g. --rewards epochs=2")  # fmt: skip
     # fine-tuning
     reward: str = _f("learned", "what fine-tuning climbs: learned (the round's reward models) or oracle (the shapes "
-                     "world's oracle, the ceiling; needs --finetune grad_mode=awm, grpo, dpo or select)")  # fmt: skip
+                     "world's oracle, the ceiling; needs a mode that only ranks samples: dpo, awm, grpo or select)")  # fmt: skip
     finetune_prompts_per_aspect: int = _f(128, "shapes prompts: train-split prompts per aspect (complex included) "
                                           "fine-tuned on (a prompts.finetune file is used whole)")  # fmt: skip
     finetune_recipe: str = _f("reward_ft_shapes", "fine-tuning settings to start from: a recipes/configs/ name or a "

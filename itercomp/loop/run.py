@@ -336,7 +336,9 @@ def finetune_model(run: Run, k: int) -> dict:
     loop_fields = {} if "seed" in config.finetune else {"seed": config.seed + k}
     rankings = str(run.layout.stage(k, "rankings") / "rankings.jsonl")
     dpo, select = config.finetune.get("dpo") or {}, config.finetune.get("select") or {}
-    if config.finetune.get("grad_mode", config.recipe().get("grad_mode")) == "dpo" and "preference_pairs" not in dpo:
+    sections = {f.name for f in dataclasses.fields(run.feedback_config_cls)}  # a stand-in class may have none
+    grad_mode = config.finetune.get("grad_mode", config.recipe().get("grad_mode"))
+    if "dpo" in sections and grad_mode == "dpo" and "preference_pairs" not in dpo:
         # DPO learns from the round's rankings directly (plus the current model's own samples ranked by reward)
         loop_fields["dpo"] = {"preference_pairs": rankings}
     if select.get("winners") == "round":  # select also trains on the gallery's best image per ranked prompt
