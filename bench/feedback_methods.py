@@ -26,7 +26,8 @@ about --images images for feedback (a step of select, dpo or grpo
 samples batch_size x the mode's samples per prompt; one of refl samples batch_size). Each mode's learning rate, batch and
 group come from MODES (the largest tried that did not break the model here; --lr overrides all). The fine-tuned
 model and the base are sampled on the same test prompts and seeds, and scored by the oracle; differences are
-paired per (prompt, seed), with standard errors. Writes JSON and prints a table.
+paired per (prompt, seed), with standard errors. Writes JSON and prints a table, with the learned
+rewards' mean gain as a share of the oracle's for each mode and budget measured with both.
 """
 
 from __future__ import annotations
@@ -220,6 +221,20 @@ def base_evaluation(args, prompts) -> list[dict]:
     return rows
 
 
+def oracle_shares(results: list[dict]) -> list[dict]:
+    """For each mode and budget measured with both rewards: the learned rewards' mean gain as a share of the
+    oracle's (the ceiling), where the oracle's gain is positive; a share near 1 puts the gap in the update, near 0
+    in the reward."""
+    gains = {(r["mode"], r["reward"], r.get("minutes"), r.get("images")): r["test"]["mean_vs_base"] for r in results}
+    shares = []
+    for (mode, reward, minutes, images), oracle in gains.items():
+        learned = gains.get((mode, "learned", minutes, images))
+        if reward == "oracle" and learned is not None and oracle > 0:
+            budget = {"minutes": minutes} if minutes is not None else {"images": images}
+            shares.append({"mode": mode, **budget, "oracle": oracle, "learned": learned, "share": learned / oracle})
+    return shares
+
+
 def table(results: list[dict]) -> str:
     lines = [f"{'mode':<11}{'reward':<13}{'steps':>6}{'min':>6}" + "".join(f"{a[:14]:>22}" for a in REWARD_ASPECTS)]
     lines[0] += f"{'mean of 3':>19}"
@@ -229,6 +244,10 @@ def table(results: list[dict]) -> str:
             f"{r['mode']:<11}{r['reward']:<13}{r['steps']:>6}{r['train_seconds'] / 60:>6.1f}{cells}"
             f"{r['test']['mean_vs_base']:>+11.3f} ± {r['test'].get('mean_vs_base_se', math.nan):.3f}"
         )
+    for s in oracle_shares(results):
+        budget = f"{s['minutes']:g} min" if "minutes" in s else f"{s['images']} images"
+        lines.append(f"{s['mode']} at {budget}: the learned rewards reach {s['share']:.0%} of the oracle's mean gain "
+                     f"({s['learned']:+.3f} of {s['oracle']:+.3f})")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -279,7 +298,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def add(rows: list[dict]) -> None:
         results.extend(rows)
-        write_json(args.out, {"settings": settings, "results": results})
+        write_json(
+            args.out, {"settings": settings, "results": results, "learned_share_of_oracle": oracle_shares(results)}
+        )
         print(table(rows), flush=True)
 
     def done(mode: str, reward: str, minutes: float | None) -> bool:
@@ -298,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[:] = [r for r in results if r["mode"] != "supervised"]  # the reference runs in one process
         add(run_supervised(None, args, base_rows, prompts, minutes=args.supervised_minutes))
     print(table(results))
-    return {"settings": settings, "results": results}
+    return {"settings": settings, "results": results, "learned_share_of_oracle": oracle_shares(results)}
 
 
 if __name__ == "__main__":

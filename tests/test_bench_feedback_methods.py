@@ -45,6 +45,17 @@ def test_paired_differences_and_their_standard_error():
     assert bench.paired(rows([1, 1]), rows([0, 0]))["mean_vs_base"] == 1.0
 
 
+def test_the_learned_rewards_share_of_the_oracles_gain_pairs_mode_and_budget():
+    def row(mode, reward, minutes, gain):
+        return {"mode": mode, "reward": reward, "minutes": minutes, "test": {"mean_vs_base": gain}}
+
+    results = [row("dpo", "oracle", 10.0, 0.04), row("dpo", "learned", 10.0, 0.03), row("dpo", "oracle", 20.0, 0.05),
+               row("awm", "oracle", 10.0, -0.01), row("awm", "learned", 10.0, 0.01), row("dpo", "learned", 20.0, 0.01)]  # fmt: skip
+    shares = bench.oracle_shares(results)
+    assert [(s["mode"], s["minutes"]) for s in shares] == [("dpo", 10.0), ("dpo", 20.0)]  # no share of a loss
+    assert shares[0]["share"] == pytest.approx(0.75) and shares[1]["share"] == pytest.approx(0.2)
+
+
 def test_tiny_run_of_each_black_box_mode_with_the_oracle(tmp_path, monkeypatch, shapes_pipe):
     shapes_pipe.save_pretrained(tmp_path / "base")
     monkeypatch.setattr(bench, "SHARED", {**bench.SHARED, "num_inference_steps": 3, "regulariser_samples": 8})
