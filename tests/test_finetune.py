@@ -657,18 +657,33 @@ def test_select_mode_makes_the_shapes_model_redder(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ("grpo", "dpo", "awm"))
-def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path):
-    """GRPO (every stochastic step trained, KL to the start), Diffusion-DPO (best vs worst of 4 samples) and
-    advantage-weighted matching (groups of 8 in 2 steps) with reward = mean red and no gradient through it raise
-    the fixed evaluation batch's reward."""
+def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path, monkeypatch):
+    """GRPO (every stochastic step trained, KL to the start), Diffusion-DPO (best vs worst of 4 samples drawn in 2
+    steps) and advantage-weighted matching (groups of 8 in 2 steps) with reward = mean red and no gradient through
+    it raise the fixed evaluation batch's reward; the evaluation keeps the config's own steps."""
+    import itercomp.finetune.sampling as sampling
+
     torch.set_num_threads(1)
+    steps_used = []
+    original = sampling.sample_and_score
+
+    def recording(adapter, reward_fn, prompts, generators, config, accelerator):
+        steps_used.append(config.num_inference_steps)
+        return original(adapter, reward_fn, prompts, generators, config, accelerator)
+
+    monkeypatch.setattr(sampling, "sample_and_score", recording)
+    monkeypatch.setattr(f"itercomp.finetune.modes.{mode}.sample_and_score", recording, raising=False)
 
     def redness(images, prompts):
         return dict.fromkeys(REWARD_ASPECTS, images[:, 0].mean((1, 2)).detach())
 
     settings = {
         "grpo": {"grpo": GRPOConfig(group_size=8, noise_level=1.0), "max_steps": 60, "learning_rate": 1e-3},
-        "dpo": {"dpo": DPOConfig(samples_per_prompt=4, beta=100.0), "max_steps": 20, "learning_rate": 1e-2},
+        "dpo": {
+            "dpo": DPOConfig(samples_per_prompt=4, beta=100.0, sample_steps=2),
+            "max_steps": 20,
+            "learning_rate": 1e-2,
+        },
         "awm": {"awm": AWMConfig(group_size=8, sample_steps=2), "max_steps": 20, "learning_rate": 1e-2},
     }
     cfg = config(
@@ -685,6 +700,8 @@ def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path):
     assert all(np.isfinite(h["loss"]) for h in metrics["history"])
     if mode == "grpo":  # every stochastic step of the 4-step chain is trained
         assert all(h["grad_steps"] == [0, 1, 2] for h in metrics["history"])
+    else:  # the training samples in 2 steps, the evaluations in the config's 4
+        assert set(steps_used) == {2, cfg.num_inference_steps} and cfg.num_inference_steps == 4
 
 
 def test_grpo_needs_a_rectified_flow_pipeline(tmp_path):

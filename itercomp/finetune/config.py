@@ -34,6 +34,11 @@ def _check_samples(section: str, name: str, value: int) -> None:
         raise ItercompError(f"{section}.{name} must be >= 2 to compare samples of a prompt, got {value}; e.g. 4")
 
 
+def _check_sample_steps(section: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ItercompError(f"{section}.sample_steps must be >= 1 or unset (= num_inference_steps), got {value}")
+
+
 @dataclass
 class WindowConfig:
     """refl / draft / alignprop: sample without gradient, run a late window of steps with gradient, predict x0,
@@ -117,6 +122,11 @@ class DPOConfig:
     beta: float = field(
         default=1000.0, metadata={"help": "inverse temperature on the per-image denoising-error margin"}
     )
+    sample_steps: int | None = field(
+        default=None,
+        metadata={"help": "sampling steps of the own samples (fewer: cheaper pairs; the loss never looks at the "
+                  "chain); unset = num_inference_steps"},
+    )  # fmt: skip
     preference_pairs: str | None = field(
         default=None,
         metadata={
@@ -132,6 +142,7 @@ class DPOConfig:
     def __post_init__(self):
         _check_samples("dpo", "samples_per_prompt", self.samples_per_prompt)
         _check_positive("dpo", beta=self.beta)
+        _check_sample_steps("dpo", self.sample_steps)
 
     def check(self, config: FeedbackConfig) -> None:
         if not self.online_pairs and not self.preference_pairs:
@@ -167,8 +178,7 @@ class AWMConfig:
     def __post_init__(self):
         _check_samples("awm", "group_size", self.group_size)
         _check_positive("awm", advantage_clip=self.advantage_clip)
-        if self.sample_steps is not None and self.sample_steps < 1:
-            raise ItercompError(f"awm.sample_steps must be >= 1 or unset, got {self.sample_steps}")
+        _check_sample_steps("awm", self.sample_steps)
         if self.timesteps_per_sample < 1:
             raise ItercompError(f"awm.timesteps_per_sample must be >= 1, got {self.timesteps_per_sample}")
         if not 0 <= self.negative_weight <= 1:

@@ -9,8 +9,6 @@ the pretraining-loss regulariser (`pretrain_loss_weight`) anchors the model to i
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from itercomp.finetune.loss import advantage_weights, group_advantages, weighted_matching_loss, weighted_reward
@@ -19,11 +17,6 @@ from itercomp.finetune.sampling import sample_and_score, seeded_generators
 
 
 class AWMMode(FeedbackMode):
-    def __init__(self, config, adapter, reward_fn, accelerator):
-        super().__init__(config, adapter, reward_fn, accelerator)
-        steps = self.settings.sample_steps or config.num_inference_steps
-        self.sampling = dataclasses.replace(config, num_inference_steps=steps)  # the groups' own step count
-
     @property
     def samples_per_prompt(self) -> int:
         return self.settings.group_size

@@ -12,6 +12,7 @@ else it needs in `loss`, so a run is reproduced step by step on resume.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -41,6 +42,9 @@ class FeedbackMode(ABC):
         """Called before LoRA adapters are added, so a mode can copy the starting weights here."""
         self.config, self.adapter, self.reward_fn, self.accelerator = config, adapter, reward_fn, accelerator
         self.settings = config.mode_settings
+        # the config its own samples are drawn with: the mode's `sample_steps` where it has one and it is set
+        steps = getattr(self.settings, "sample_steps", None) or config.num_inference_steps
+        self.sampling = dataclasses.replace(config, num_inference_steps=steps)
 
     @abstractmethod
     def describe(self) -> str:

@@ -31,7 +31,8 @@ class DPOMode(FeedbackMode):
     def describe(self) -> str:
         sources = []
         if self.settings.online_pairs:
-            sources.append(f"best vs worst of {self.samples_per_prompt} own samples per prompt")
+            steps = self.sampling.num_inference_steps
+            sources.append(f"best vs worst of {self.samples_per_prompt} own samples per prompt ({steps} steps)")
         if self.preferences is not None:
             sources.append(f"{self.config.batch_size} of {len(self.preferences)} ranked pairs")
         return f"dpo: {' + '.join(sources)} per micro-batch, beta {self.settings.beta}"
@@ -65,7 +66,7 @@ class DPOMode(FeedbackMode):
         n = self.samples_per_prompt
         repeated = [p for p in prompts for _ in range(n)]
         images, rewards = sample_and_score(
-            self.adapter, self.reward_fn, repeated, generators, self.config, self.accelerator
+            self.adapter, self.reward_fn, repeated, generators, self.sampling, self.accelerator
         )
         winners, losers = best_and_worst(weighted_reward(rewards, self.config.reward_weights), n)
         if winners.numel() == 0:
