@@ -9,6 +9,8 @@ are refused with the setting to change.
 
 from __future__ import annotations
 
+import sys
+
 from itercomp.errors import ItercompError
 
 
@@ -120,3 +122,12 @@ def stop_trackers(accelerator) -> None:
         for tracker in accelerator.trackers:
             tracker.finish()
     accelerator.trackers = []
+
+
+def end_processes() -> None:
+    """Destroy the process group, if this process started one (`accelerate launch`), before the interpreter exits.
+    Left to the exit, gloo's worker threads can outlive Python and abort the process ("terminate called without
+    an active exception") after all work is done. A no-op in one process, and it never imports torch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

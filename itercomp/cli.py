@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from itercomp.accelerators import end_processes
 from itercomp.config import ArgumentParser
 from itercomp.errors import ItercompError
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             sys.stderr.write("itercomp: interrupted; finished work is saved, run the same command again to resume\n")
             return 130
+        finally:
+            end_processes()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+from itercomp.accelerators import end_processes
 from itercomp.commands.finetune import load_reward_fn
 from itercomp.config import load_config
 from itercomp.errors import ItercompError
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except ItercompError as e:
         sys.stderr.write(f"reward_ft: error: {e}\n")
         return 2
+    finally:
+        end_processes()
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from itercomp.accelerators import end_processes
 from itercomp.config import load_config
 from itercomp.errors import ItercompError
 from reward_models.config import RewardTrainConfig
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except ItercompError as e:
         sys.stderr.write(f"train_reward_models: error: {e}\n")
         return 2
+    finally:
+        end_processes()
     return 0
 
 

@@ -125,3 +125,16 @@ def test_report_to_names_the_trackers():
 
     with pytest.raises(ItercompError, match="report_to must be one of none, tensorboard, wandb, all"):
         FeedbackConfig(output_dir="x", report_to="mlflow")
+
+
+def test_end_processes_destroys_the_process_group_and_is_a_no_op_without_one(tmp_path):
+    """A launched process ends its process group before exit (gloo's threads otherwise may abort it at exit)."""
+    import torch.distributed as dist
+
+    from itercomp.accelerators import end_processes
+
+    end_processes()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_processes()
+    assert not dist.is_initialized()
