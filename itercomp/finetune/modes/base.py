@@ -44,7 +44,8 @@ class FeedbackMode(ABC):
         self.settings = config.mode_settings
         # the config its own samples are drawn with: the mode's `sample_steps` where it has one and it is set
         steps = getattr(self.settings, "sample_steps", None) or config.num_inference_steps
-        self.sampling = dataclasses.replace(config, num_inference_steps=steps)
+        same = steps == config.num_inference_steps
+        self.sampling = config if same else dataclasses.replace(config, num_inference_steps=steps)
 
     @abstractmethod
     def describe(self) -> str:
