@@ -215,6 +215,34 @@ def test_dpo_loss_falls_when_the_preferred_image_is_denoised_better():
     assert winners.tolist() == [1] and losers.tolist() == [0]  # the second prompt's candidates tie
 
 
+def test_dpo_timesteps_per_pair_average_independent_draws(tmp_path):
+    """Each of a pair's timesteps_per_pair copies gets its own time and noise: the loss is their mean, so its
+    spread over seeds shrinks (about 1/k of the variance), while its expectation stays the one-draw loss's."""
+    from itercomp.finetune.modes.dpo import DPOMode
+
+    torch.manual_seed(0)
+    adapter = make_adapter(shapes_pipeline(), None, None)
+    images = torch.rand(4, 3, 32, 32)
+    batch = MicroBatch(PROMPTS[:2], {"preferred": images[:2], "other": images[2:]})
+    modes = {  # their references: the starting weights
+        k: DPOMode(config(tmp_path, grad_mode="dpo", dpo=DPOConfig(timesteps_per_pair=k)), adapter, channel_reward, None)
+        for k in (1, 8)
+    }
+    with torch.no_grad():
+        for p in adapter.denoiser.parameters():  # move the model off its reference
+            p.add_(0.02 * torch.randn_like(p))
+
+    def losses(draws: int) -> np.ndarray:
+        with torch.no_grad():
+            return np.array([float(modes[draws].loss(batch, np.random.default_rng(seed))[0]) for seed in range(16)])
+
+    one, eight = losses(1), losses(8)
+    assert eight.var() < 0.5 * one.var()
+    assert abs(eight.mean() - one.mean()) < 3 * np.sqrt(one.var() / 16 + eight.var() / 16)
+    with pytest.raises(ItercompError, match="dpo.timesteps_per_pair must be >= 1"):
+        DPOConfig(timesteps_per_pair=0)
+
+
 def test_oracle_reward_scores_renders_and_refuses_gradient_modes(tmp_path):
     from itercomp.world import render
 
@@ -268,6 +296,10 @@ def test_config_errors_name_the_field_and_the_fix(tmp_path):
     assert weights == {"attribute_binding": 1.0, "spatial_relationship": 0.5}
     with pytest.raises(ItercompError, match="aspect=weight"):
         FeedbackConfig(reward_weights="attribute_binding")
+    with pytest.raises(ItercompError, match=r"lr_schedule='linear'; use one of constant, cosine"):
+        FeedbackConfig(lr_schedule="linear")
+    with pytest.raises(ItercompError, match=r"min_lr_ratio must be in \[0, 1\]"):
+        FeedbackConfig(lr_schedule="cosine", min_lr_ratio=3)
 
 
 def test_mode_sections_round_trip_through_yaml_and_flags(tmp_path):
@@ -548,17 +580,23 @@ def test_max_minutes_stops_after_the_step_that_spends_them(tmp_path):
 
 
 def test_resume_continues_at_the_saved_step(tmp_path):
+    """Weights, optimizer and the learning-rate schedule (a cosine decay over 3 steps to a quarter) continue."""
     torch.set_num_threads(1)
+    schedule = {"lr_schedule": "cosine", "lr_decay_steps": 3, "min_lr_ratio": 0.25, "eval_prompts": 0}
     straight = shapes_pipeline()
-    full = finetune(straight, channel_reward, PROMPTS, config(tmp_path / "a", max_steps=4, eval_prompts=0))
+    cfg = config(tmp_path / "a", max_steps=4, **schedule)
+    full = finetune(straight, channel_reward, PROMPTS, cfg)
+    expected = [cfg.learning_rate * f for f in (1.0, 0.25 + 0.75 * 0.75, 0.25 + 0.75 * 0.25, 0.25)]
+    assert [h["learning_rate"] for h in full["history"]] == pytest.approx(expected)
 
     cut = shapes_pipeline()
-    finetune(cut, channel_reward, PROMPTS, config(tmp_path / "b", max_steps=2, eval_prompts=0, checkpoint_every=1))
+    finetune(cut, channel_reward, PROMPTS, config(tmp_path / "b", max_steps=2, checkpoint_every=1, **schedule))
     state = json.loads((tmp_path / "b" / "run" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2
     resumed = shapes_pipeline()  # a fresh process: base weights, then the checkpoint
-    again = finetune(resumed, channel_reward, PROMPTS, config(tmp_path / "b", max_steps=4, eval_prompts=0))
+    again = finetune(resumed, channel_reward, PROMPTS, config(tmp_path / "b", max_steps=4, **schedule))
     assert [h["step"] for h in again["history"]] == [1, 2, 3, 4]
+    assert [h["learning_rate"] for h in again["history"]] == pytest.approx(expected)
     for a, b in zip(full["history"], again["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     for (name, p), q in zip(straight.transformer.named_parameters(), resumed.transformer.parameters()):

@@ -21,6 +21,7 @@ from itercomp.finetune.modes import MODES, black_box_modes, mode_spec
 from itercomp.world.vocab import REWARD_ASPECTS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _check_positive(section: str, **values) -> None:
@@ -127,6 +128,11 @@ class DPOConfig:
         metadata={"help": "sampling steps of the own samples (fewer: cheaper pairs; the loss never looks at the "
                   "chain); unset = num_inference_steps"},
     )  # fmt: skip
+    timesteps_per_pair: int = field(
+        default=1,
+        metadata={"help": "(time, noise) draws per pair, the loss averaged over them: more learning per sampled "
+                  "pair for the cost of the loss's passes only (Diffusion-DPO: 1)"},
+    )  # fmt: skip
     preference_pairs: str | None = field(
         default=None,
         metadata={
@@ -142,6 +148,8 @@ class DPOConfig:
     def __post_init__(self):
         _check_samples("dpo", "samples_per_prompt", self.samples_per_prompt)
         _check_positive("dpo", beta=self.beta)
+        if self.timesteps_per_pair < 1:
+            raise ItercompError(f"dpo.timesteps_per_pair must be >= 1, got {self.timesteps_per_pair}")
         _check_sample_steps("dpo", self.sample_steps)
 
     def check(self, config: FeedbackConfig) -> None:
@@ -297,8 +305,18 @@ class FeedbackConfig:
     # IterComp's 1e-5 is for SDXL (recipes/configs/reward_ft_sdxl.yaml sets it); the default is the shapes
     # recipe's and the loop's 1e-4, ten times it for a ~2M-parameter model pretrained at 1e-3.
     learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate, constant (IterComp's SDXL run: 1e-5)"}
+        default=1e-4, metadata={"help": "AdamW (peak) learning rate (IterComp's SDXL run: 1e-5, constant)"}
     )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={"help": "'constant' (IterComp's) or 'cosine': from learning_rate down to min_lr_ratio x it over "
+                  "lr_decay_steps, then held"},
+    )  # fmt: skip
+    lr_decay_steps: int | None = field(
+        default=None,
+        metadata={"help": "'cosine': the steps of the decay; unset = max_steps (set it for max_minutes runs)"},
+    )
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "'cosine': the final learning rate / learning_rate"})
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
     adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
@@ -391,6 +409,14 @@ class FeedbackConfig:
             raise ItercompError(f"max_grad_norm must be > 0 or unset (no clipping), got {self.max_grad_norm}")
         if self.learning_rate <= 0:
             raise ItercompError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ItercompError(f"lr_schedule={self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+        if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
+            raise ItercompError(f"lr_decay_steps must be >= 1 or unset (= max_steps), got {self.lr_decay_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ItercompError(
+                f"min_lr_ratio must be in [0, 1] (the final learning rate / the peak), got {self.min_lr_ratio}"
+            )
         if self.mixed_precision not in MIXED_PRECISION:
             raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}")
         if self.eval_prompts < 0 or self.checkpoint_every < 0:

@@ -48,6 +48,7 @@ from itercomp.finetune.modes.base import FeedbackMode
 from itercomp.finetune.regulariser import PairSource, regulariser_from_config
 from itercomp.finetune.sampling import evaluate
 from itercomp.io import atomic_dir, weights_digest, write_json
+from itercomp.schedules import cosine_factor
 
 RewardFn = Callable[[torch.Tensor, list[str]], dict[str, torch.Tensor]]
 # The dtype of the frozen modules under each mixed_precision setting (diffusers' training scripts' weight_dtype).
@@ -243,8 +244,10 @@ def time_is_up(accelerator, state: dict, max_minutes: float | None) -> bool:
 
 
 def tracked(entry: dict) -> dict[str, float]:
-    """A history entry's numbers as tracker scalars: loss, reward_loss, pretrain_loss, grad_norm, reward/<aspect>."""
-    values = {k: entry[k] for k in ("loss", "reward_loss", "pretrain_loss", "grad_norm") if entry.get(k) is not None}
+    """A history entry's numbers as tracker scalars: loss, reward_loss, pretrain_loss, grad_norm, learning_rate,
+    reward/<aspect>."""
+    keys = ("loss", "reward_loss", "pretrain_loss", "grad_norm", "learning_rate")
+    values = {k: entry[k] for k in keys if entry.get(k) is not None}
     values.update({f"reward/{a}": v for a, v in entry["rewards"].items() if v is not None})
     return values
 
@@ -309,7 +312,8 @@ def print_banner(run: Training) -> None:
         f"{len(run.prompts)} prompts | {world} process(es) x {config.batch_size} prompts x {micro_batches} "
         f"accumulation = {world * config.batch_size * micro_batches} prompts per step"
         + (f" x {mode.samples_per_prompt} samples" if mode.samples_per_prompt > 1 else "")
-        + f" | steps {run.state['step']}->{config.max_steps} | {mode.describe()} | {run.adapter.resolution}px | "
+        + f" | steps {run.state['step']}->{config.max_steps} | lr {describe_schedule(config)} | {mode.describe()} | "
+        f"{run.adapter.resolution}px | "
         f"{lora}{n_trainable:,} trainable of {n_total:,} parameters | reward weights {config.reward_weights}"
         + (f" | pretraining loss x {regulariser.weight} on {len(regulariser.data)} pairs" if regulariser.active else "")
     )
@@ -341,6 +345,9 @@ def train_step(run: Training, step: int) -> dict:
         for aspect, r in rewards.items():
             reward_sums[aspect] = reward_sums.get(aspect, 0.0) + r.detach().float().mean().item() / micro_batches
         run.micro_batches_run += 1
+    lr = learning_rate_at(step, config)
+    for group in run.optimizer.param_groups:  # a pure function of the step: a resumed run needs no scheduler state
+        group["lr"] = lr
     grad_norm, skipped = optimizer_step(run, step, totals[0].item())
     aspects = sorted(reward_sums)
     stats = torch.cat([totals, torch.tensor([reward_sums[a] for a in aspects], device=accelerator.device)])
@@ -352,9 +359,26 @@ def train_step(run: Training, step: int) -> dict:
         "pretrain_loss": _finite_or_none(stats[2].item()) if run.regulariser.active else None,
         "rewards": {a: _finite_or_none(stats[3 + k].item()) for k, a in enumerate(aspects)},
         "grad_norm": _finite_or_none(grad_norm),
+        "learning_rate": lr,
         "grad_steps": windows[0] if len(windows) == 1 else windows,
         "skipped": skipped,
     }
+
+
+def learning_rate_at(step: int, config: FeedbackConfig) -> float:
+    """The learning rate of optimizer step `step` (0-based): constant, or a cosine decay from learning_rate to
+    min_lr_ratio x it over lr_decay_steps (default max_steps), held after."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    decay_steps = config.lr_decay_steps or config.max_steps
+    return config.learning_rate * cosine_factor(step, decay_steps, floor=config.min_lr_ratio)
+
+
+def describe_schedule(config: FeedbackConfig) -> str:
+    if config.lr_schedule == "constant":
+        return f"{config.learning_rate:g}"
+    decay_steps = config.lr_decay_steps or config.max_steps
+    return f"{config.learning_rate:g} -> {config.learning_rate * config.min_lr_ratio:g} (cosine, {decay_steps} steps)"
 
 
 def optimizer_step(run: Training, step: int, loss: float) -> tuple[float, bool]:

@@ -75,9 +75,12 @@ class DPOMode(FeedbackMode):
         return images[winners], images[losers], [repeated[int(i)] for i in winners], rewards
 
     def loss(self, batch, rng):
+        """The DPO loss averaged over the pairs and timesteps_per_pair (time, noise) draws of each."""
         seed = int(rng.integers(2**31))  # the same times and noise for both images of a pair
-        pair = (batch.data["preferred"], batch.data["other"])
-        errors = [denoising_errors(self.adapter, x, batch.prompts, seed) for x in pair]
+        draws = self.settings.timesteps_per_pair  # each copy of a pair gets its own time and noise
+        pair = [x.repeat(draws, *[1] * (x.ndim - 1)) for x in (batch.data["preferred"], batch.data["other"])]
+        prompts = batch.prompts * draws
+        errors = [denoising_errors(self.adapter, x, prompts, seed) for x in pair]
         with torch.no_grad(), use_model(self.adapter, self.reference):
-            references = [denoising_errors(self.adapter, x, batch.prompts, seed) for x in pair]
+            references = [denoising_errors(self.adapter, x, prompts, seed) for x in pair]
         return dpo_loss(*errors, *references, self.settings.beta), batch.rewards
