@@ -225,7 +225,9 @@ def test_dpo_timesteps_per_pair_average_independent_draws(tmp_path):
     images = torch.rand(4, 3, 32, 32)
     batch = MicroBatch(PROMPTS[:2], {"preferred": images[:2], "other": images[2:]})
     modes = {  # their references: the starting weights
-        k: DPOMode(config(tmp_path, grad_mode="dpo", dpo=DPOConfig(timesteps_per_pair=k)), adapter, channel_reward, None)
+        k: DPOMode(
+            config(tmp_path, grad_mode="dpo", dpo=DPOConfig(timesteps_per_pair=k)), adapter, channel_reward, None
+        )
         for k in (1, 8)
     }
     with torch.no_grad():

@@ -35,7 +35,9 @@ class DPOMode(FeedbackMode):
             sources.append(f"best vs worst of {self.samples_per_prompt} own samples per prompt ({steps} steps)")
         if self.preferences is not None:
             sources.append(f"{self.config.batch_size} of {len(self.preferences)} ranked pairs")
-        return f"dpo: {' + '.join(sources)} per micro-batch, beta {self.settings.beta}"
+        draws = self.settings.timesteps_per_pair
+        per_pair = f", {draws} (time, noise) draws per pair" if draws > 1 else ""
+        return f"dpo: {' + '.join(sources)} per micro-batch, beta {self.settings.beta}{per_pair}"
 
     def sample(self, prompts, rng, step, micro) -> MicroBatch:
         """The own pairs (online_pairs) followed by the ranked pairs; the rewards of the own samples ({} if none).
