@@ -431,6 +431,11 @@ class FeedbackConfig:
         """The section of the current grad_mode (e.g. `self.grpo` for grad_mode=grpo)."""
         return getattr(self, mode_spec(self.grad_mode).section)
 
+    @property
+    def decay_steps(self) -> int:
+        """The steps of the cosine decay: lr_decay_steps, or max_steps when it is unset."""
+        return self.lr_decay_steps or self.max_steps
+
 
 def _section(name: str, cls, value):
     """A section given as a mapping (`FeedbackConfig(grpo={"group_size": 8})`) becomes its dataclass, typed and

@@ -370,15 +370,14 @@ def learning_rate_at(step: int, config: FeedbackConfig) -> float:
     min_lr_ratio x it over lr_decay_steps (default max_steps), held after."""
     if config.lr_schedule == "constant":
         return config.learning_rate
-    decay_steps = config.lr_decay_steps or config.max_steps
-    return config.learning_rate * cosine_factor(step, decay_steps, floor=config.min_lr_ratio)
+    return config.learning_rate * cosine_factor(step, config.decay_steps, floor=config.min_lr_ratio)
 
 
 def describe_schedule(config: FeedbackConfig) -> str:
     if config.lr_schedule == "constant":
         return f"{config.learning_rate:g}"
-    decay_steps = config.lr_decay_steps or config.max_steps
-    return f"{config.learning_rate:g} -> {config.learning_rate * config.min_lr_ratio:g} (cosine, {decay_steps} steps)"
+    final = config.learning_rate * config.min_lr_ratio
+    return f"{config.learning_rate:g} -> {final:g} (cosine, {config.decay_steps} steps)"
 
 
 def optimizer_step(run: Training, step: int, loss: float) -> tuple[float, bool]:
