@@ -25,6 +25,7 @@ from itercomp.finetune.adapters import make_adapter
 from itercomp.finetune.config import AWMConfig, DPOConfig, GRPOConfig, SelectConfig, WindowConfig
 from itercomp.finetune.loss import (
     advantage_weights,
+    all_pairs,
     best_and_worst,
     best_of,
     clipped_policy_loss,
@@ -213,6 +214,38 @@ def test_dpo_loss_falls_when_the_preferred_image_is_denoised_better():
     assert float(better) < np.log(2) < float(worse)
     winners, losers = best_and_worst(torch.tensor([0.1, 0.9, 0.5, 0.4, 0.4, 0.4]), 3)
     assert winners.tolist() == [1] and losers.tolist() == [0]  # the second prompt's candidates tie
+
+
+def test_all_pairs_takes_every_differing_pair_of_a_prompt_better_first():
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.4, 0.4, 0.4, 2.0, 0.0, 1.0])
+    winners, losers = all_pairs(scores, 3)
+    pairs = sorted(zip(winners.tolist(), losers.tolist()))
+    # prompt 0: 1>0, 1>2, 2>0; prompt 1 ties throughout; prompt 2: 6>7, 6>8, 8>7 (indices are flat)
+    assert pairs == [(1, 0), (1, 2), (2, 0), (6, 7), (6, 8), (8, 7)]
+    assert all(scores[better] > scores[worse] for better, worse in pairs)
+    assert sorted(zip(*[t.tolist() for t in all_pairs(scores, 3, min_gap=0.5)])) == [(1, 0), (6, 7), (6, 8), (8, 7)]
+    with pytest.raises(ValueError, match="groups of 4"):
+        all_pairs(torch.zeros(6), 4)
+
+
+def test_dpo_pairing_all_trains_on_every_differing_pair_of_the_own_samples(tmp_path):
+    """pairing=all pairs each prompt's own samples every way their rewards differ; best_worst takes one pair."""
+    from itercomp.accelerators import stage_accelerator
+    from itercomp.finetune.modes.dpo import DPOMode
+
+    adapter, accelerator = make_adapter(shapes_pipeline(), None, None), stage_accelerator(cpu=True)
+    sizes = {}
+    for pairing in ("best_worst", "all"):
+        settings = DPOConfig(pairing=pairing, samples_per_prompt=3, sample_steps=2)
+        mode = DPOMode(config(tmp_path, grad_mode="dpo", dpo=settings), adapter, channel_reward, accelerator)
+        batch = mode.sample(PROMPTS[:2], np.random.default_rng(0), 0, 0)
+        assert batch.data["preferred"].shape == batch.data["other"].shape == (len(batch.prompts), 3, 32, 32)
+        sizes[pairing] = len(batch.prompts)
+        scores = weighted_reward(batch.rewards, mode.config.reward_weights)
+        assert len(set(scores.tolist())) == 6  # the channel reward does not tie here
+    assert sizes == {"best_worst": 2, "all": 6}  # 3 pairs from each prompt's 3 samples
+    with pytest.raises(ItercompError, match="dpo.pairing='ranked'; use one of best_worst, all"):
+        DPOConfig(pairing="ranked")
 
 
 def test_dpo_timesteps_per_pair_average_independent_draws(tmp_path):

@@ -22,6 +22,7 @@ from itercomp.world.vocab import REWARD_ASPECTS
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
+DPO_PAIRINGS = ("best_worst", "all")
 
 
 def _check_positive(section: str, **values) -> None:
@@ -120,6 +121,12 @@ class DPOConfig:
     samples_per_prompt: int = field(
         default=4, metadata={"help": "own images sampled per prompt; the best and the worst by reward make a pair"}
     )
+    pairing: str = field(
+        default="best_worst",
+        metadata={"help": "'best_worst' (one pair per prompt: its best and worst own sample by reward) or 'all' "
+                  "(every pair of its own samples whose rewards differ: up to n(n-1)/2 from the same samples, "
+                  "for the cost of the loss's passes)"},
+    )  # fmt: skip
     beta: float = field(
         default=1000.0, metadata={"help": "inverse temperature on the per-image denoising-error margin"}
     )
@@ -150,6 +157,8 @@ class DPOConfig:
         _check_positive("dpo", beta=self.beta)
         if self.timesteps_per_pair < 1:
             raise ItercompError(f"dpo.timesteps_per_pair must be >= 1, got {self.timesteps_per_pair}")
+        if self.pairing not in DPO_PAIRINGS:
+            raise ItercompError(f"dpo.pairing={self.pairing!r}; use one of {', '.join(DPO_PAIRINGS)}")
         _check_sample_steps("dpo", self.sample_steps)
 
     def check(self, config: FeedbackConfig) -> None:

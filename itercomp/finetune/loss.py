@@ -171,6 +171,17 @@ def best_and_worst(scores: torch.Tensor, candidates: int, min_gap: float = 0.0) 
     return (offsets + best)[keep], (offsets + worst)[keep]
 
 
+def all_pairs(scores: torch.Tensor, candidates: int, min_gap: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (winners, losers) of every ordered pair of candidates of the same prompt whose scores differ by
+    more than `min_gap` (the better one first), prompt-major: up to n(n-1)/2 pairs from a group of n, where
+    `best_and_worst` takes one (as InstructGPT's reward model trains on every comparison of a ranking)."""
+    if scores.ndim != 1 or scores.numel() % candidates:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
+    groups = scores.view(-1, candidates)
+    prompt, better, worse = torch.nonzero(groups[:, :, None] - groups[:, None, :] > min_gap, as_tuple=True)
+    return prompt * candidates + better, prompt * candidates + worse
+
+
 def advantage_weights(advantages: torch.Tensor, clip: float, negative_weight: float) -> torch.Tensor:
     """Weights of advantage-weighted matching: the advantages clipped to [-clip, clip], the negative ones scaled by
     `negative_weight` (0: only better-than-average samples are learned; 1: symmetric)."""

@@ -1,5 +1,5 @@
-"""dpo: Diffusion-DPO. Each micro-batch's pairs are the current model's own best vs worst sample of each prompt
-by reward (`online_pairs`) and `batch_size` pairs drawn from a rankings.jsonl (`preference_pairs`); the loss
+"""dpo: Diffusion-DPO. Each micro-batch's pairs are the current model's own samples of each prompt paired by
+reward (`online_pairs`: the best vs the worst, or every pair whose rewards differ, `pairing`) and `batch_size` pairs drawn from a rankings.jsonl (`preference_pairs`); the loss
 compares the trained and the starting model's denoising errors on both images of a pair, at the same times and
 noise. The reward is never differentiated."""
 
@@ -10,7 +10,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from itercomp.finetune.loss import best_and_worst, dpo_loss, weighted_reward
+from itercomp.finetune.loss import all_pairs, best_and_worst, dpo_loss, weighted_reward
 from itercomp.finetune.modes.base import FeedbackMode, MicroBatch
 from itercomp.finetune.preferences import PreferencePairs
 from itercomp.finetune.sampling import denoising_errors, sample_and_score, seeded_generators, use_model
@@ -32,7 +32,8 @@ class DPOMode(FeedbackMode):
         sources = []
         if self.settings.online_pairs:
             steps = self.sampling.num_inference_steps
-            sources.append(f"best vs worst of {self.samples_per_prompt} own samples per prompt ({steps} steps)")
+            which = "best vs worst" if self.settings.pairing == "best_worst" else "every differing pair"
+            sources.append(f"{which} of {self.samples_per_prompt} own samples per prompt ({steps} steps)")
         if self.preferences is not None:
             sources.append(f"{self.config.batch_size} of {len(self.preferences)} ranked pairs")
         draws = self.settings.timesteps_per_pair
@@ -63,14 +64,16 @@ class DPOMode(FeedbackMode):
     @torch.no_grad()
     def own_pairs(self, prompts, generators):
         """(preferred images, other images, their prompts, every candidate's rewards): each prompt's best and worst
-        candidate by weighted reward. Prompts whose candidates all tie are dropped; if every prompt ties, one pair
+        candidate by weighted reward, or every pair of its candidates whose rewards differ (`pairing: all`). Ties
+        are dropped; if every prompt ties, one pair
         of identical images stands in (its loss has no gradient, and every process still runs the same calls)."""
         n = self.samples_per_prompt
         repeated = [p for p in prompts for _ in range(n)]
         images, rewards = sample_and_score(
             self.adapter, self.reward_fn, repeated, generators, self.sampling, self.accelerator
         )
-        winners, losers = best_and_worst(weighted_reward(rewards, self.config.reward_weights), n)
+        pair = best_and_worst if self.settings.pairing == "best_worst" else all_pairs
+        winners, losers = pair(weighted_reward(rewards, self.config.reward_weights), n)
         if winners.numel() == 0:
             winners = losers = torch.zeros(1, dtype=torch.long, device=images.device)
         images = images.clamp(0, 1)
