@@ -34,6 +34,9 @@ from itercomp.finetune.loss import (
     gaussian_log_prob,
     gradient_steps,
     group_advantages,
+    implicit_policy,
+    nft_loss,
+    optimality_probability,
     refl_step_bounds,
     sde_step,
     weighted_matching_loss,
@@ -214,6 +217,28 @@ def test_dpo_loss_falls_when_the_preferred_image_is_denoised_better():
     assert float(better) < np.log(2) < float(worse)
     winners, losers = best_and_worst(torch.tensor([0.1, 0.9, 0.5, 0.4, 0.4, 0.4]), 3)
     assert winners.tolist() == [1] and losers.tolist() == [0]  # the second prompt's candidates tie
+
+
+def test_nft_loss_is_lowest_at_the_reference_moved_towards_good_and_away_from_bad_targets():
+    """DiffusionNFT's loss on one sample, r L((1-b) v_ref + b v) + (1-r) L((1+b) v_ref - b v) with L the squared
+    error to the target v*, is minimal at v = v_ref + ((2r - 1) / b) (v* - v_ref): a bounded step, unlike the
+    advantage-weighted loss (whose negative part falls without end as v leaves v*)."""
+    reference, target = torch.tensor([0.2, -0.4]), torch.tensor([1.0, 0.6])
+    for r, beta in ((1.0, 1.0), (0.0, 1.0), (0.75, 0.5), (0.5, 2.0)):
+        v = torch.zeros(2, requires_grad=True)
+        optimizer = torch.optim.SGD([v], lr=0.1)
+        for _ in range(500):
+            optimizer.zero_grad()
+            losses = [((implicit_policy(v, reference, b) - target) ** 2).sum()[None] for b in (beta, -beta)]
+            nft_loss(*losses, torch.tensor([r])).backward()
+            optimizer.step()
+        expected = reference + (2 * r - 1) / beta * (target - reference)
+        assert torch.allclose(v.detach(), expected, atol=1e-4), (r, beta)
+    assert optimality_probability(torch.tensor([-4.0, -1.0, 0.0, 1.0, 4.0]), 2.0).tolist() == [0, 0.25, 0.5, 0.75, 1]
+    with pytest.raises(ItercompError, match="awm.objective='nfts'; use one of weighted, nft"):
+        AWMConfig(objective="nfts")
+    with pytest.raises(ItercompError, match="awm.objective=nft trains around the moving average.*ema_decay > 0"):
+        FeedbackConfig(output_dir="x", grad_mode="awm", awm=AWMConfig(objective="nft"), ema_decay=0.0)
 
 
 def test_all_pairs_takes_every_differing_pair_of_a_prompt_better_first():
@@ -729,11 +754,12 @@ def test_select_mode_makes_the_shapes_model_redder(tmp_path):
     assert all(h["grad_steps"] == [] and np.isfinite(h["loss"]) for h in metrics["history"])
 
 
-@pytest.mark.parametrize("mode", ("grpo", "dpo", "awm"))
+@pytest.mark.parametrize("mode", ("grpo", "dpo", "awm", "awm-nft"))
 def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path, monkeypatch):
     """GRPO (every stochastic step trained, KL to the start), Diffusion-DPO (best vs worst of 4 samples drawn in 2
-    steps) and advantage-weighted matching (groups of 8 in 2 steps) with reward = mean red and no gradient through
-    it raise the fixed evaluation batch's reward; the evaluation keeps the config's own steps."""
+    steps) and advantage-weighted matching (groups of 8 in 2 steps; weighted, and DiffusionNFT's objective) with
+    reward = mean red and no gradient through it raise the fixed evaluation batch's reward; the evaluation keeps
+    the config's own steps."""
     import itercomp.finetune.sampling as sampling
 
     torch.set_num_threads(1)
@@ -745,7 +771,8 @@ def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path, monkeypatc
         return original(adapter, reward_fn, prompts, generators, config, accelerator)
 
     monkeypatch.setattr(sampling, "sample_and_score", recording)
-    monkeypatch.setattr(f"itercomp.finetune.modes.{mode}.sample_and_score", recording, raising=False)
+    module = mode.split("-")[0]
+    monkeypatch.setattr(f"itercomp.finetune.modes.{module}.sample_and_score", recording, raising=False)
 
     def redness(images, prompts):
         return dict.fromkeys(REWARD_ASPECTS, images[:, 0].mean((1, 2)).detach())
@@ -758,20 +785,19 @@ def test_black_box_modes_make_the_shapes_model_redder(mode, tmp_path, monkeypatc
             "learning_rate": 1e-2,
         },
         "awm": {"awm": AWMConfig(group_size=8, sample_steps=2), "max_steps": 20, "learning_rate": 1e-2},
+        "awm-nft": {  # the old policy is the moving average
+            "awm": AWMConfig(group_size=8, sample_steps=2, objective="nft"),
+            "max_steps": 20,
+            "learning_rate": 1e-2,
+            "ema_decay": 0.5,
+        },
     }
-    cfg = config(
-        tmp_path,
-        grad_mode=mode,
-        batch_size=2,
-        eval_prompts=3,
-        ema_decay=0.0,
-        **settings[mode],
-    )
+    cfg = config(tmp_path, grad_mode=module, batch_size=2, eval_prompts=3, **{"ema_decay": 0.0, **settings[mode]})
     metrics = finetune(shapes_pipeline("velocity"), redness, PROMPTS, cfg)
     before, after = metrics["eval"]["before"], metrics["eval"]["after"]
     assert after["attribute_binding"] > before["attribute_binding"] + 0.05
     assert all(np.isfinite(h["loss"]) for h in metrics["history"])
-    if mode == "grpo":  # every stochastic step of the 4-step chain is trained
+    if module == "grpo":  # every stochastic step of the 4-step chain is trained
         assert all(h["grad_steps"] == [0, 1, 2] for h in metrics["history"])
     else:  # the training samples in 2 steps, the evaluations in the config's 4
         assert set(steps_used) == {2, cfg.num_inference_steps} and cfg.num_inference_steps == 4

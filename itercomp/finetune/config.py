@@ -23,6 +23,7 @@ from itercomp.world.vocab import REWARD_ASPECTS
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 DPO_PAIRINGS = ("best_worst", "all")
+AWM_OBJECTIVES = ("weighted", "nft")
 
 
 def _check_positive(section: str, **values) -> None:
@@ -185,11 +186,22 @@ class AWMConfig:
         default=1, metadata={"help": "fresh (time, noise) draws of the denoising loss per sample"}
     )
     advantage_clip: float = field(default=2.0, metadata={"help": "advantages clipped to [-c, c] (in group stds)"})
+    objective: str = field(
+        default="weighted",
+        metadata={"help": "'weighted' (the denoising loss x advantage, AWM) or 'nft' (DiffusionNFT's negative-aware "
+                  "implicit policies around the old policy, the run's EMA: a loss with a floor; needs ema_decay > 0 "
+                  "and full fine-tuning)"},
+    )  # fmt: skip
     negative_weight: float = field(
         default=1.0,
-        metadata={"help": "scale of the below-average samples' (negative) weights: 1 = symmetric AWM (the weights "
-                  "sum to zero per group, measured best), 0 = only better-than-average samples are learned "
-                  "(reward-weighted regression)"},
+        metadata={"help": "'weighted': scale of the below-average samples' (negative) weights: 1 = symmetric AWM "
+                  "(the weights sum to zero per group, measured best), 0 = only better-than-average samples are "
+                  "learned (reward-weighted regression)"},
+    )  # fmt: skip
+    nft_beta: float = field(
+        default=1.0,
+        metadata={"help": "'nft': the implicit policies' mix (1 - b) v_old + b v and (1 + b) v_old - b v; the "
+                  "step from the old policy is at most 1 / b of the way to a sample's target"},
     )  # fmt: skip
 
     def __post_init__(self):
@@ -198,11 +210,19 @@ class AWMConfig:
         _check_sample_steps("awm", self.sample_steps)
         if self.timesteps_per_sample < 1:
             raise ItercompError(f"awm.timesteps_per_sample must be >= 1, got {self.timesteps_per_sample}")
+        if self.objective not in AWM_OBJECTIVES:
+            raise ItercompError(f"awm.objective={self.objective!r}; use one of {', '.join(AWM_OBJECTIVES)}")
+        _check_positive("awm", nft_beta=self.nft_beta)
         if not 0 <= self.negative_weight <= 1:
             raise ItercompError(f"awm.negative_weight must be in [0, 1], got {self.negative_weight}")
 
     def check(self, config: FeedbackConfig) -> None:
-        """awm needs nothing of the shared settings."""
+        """nft trains around the run's moving average of every denoiser weight."""
+        if self.objective == "nft" and (config.ema_decay <= 0 or config.use_lora):
+            raise ItercompError(
+                "awm.objective=nft trains around the moving average of the weights (its old policy): set ema_decay "
+                "> 0 (e.g. 0.99) and use_lora=false"
+            )
 
 
 @dataclass

@@ -189,6 +189,27 @@ def advantage_weights(advantages: torch.Tensor, clip: float, negative_weight: fl
     return torch.where(clipped < 0, clipped * negative_weight, clipped)
 
 
+def implicit_policy(output: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
+    """DiffusionNFT's implicit policies: reference + beta (output - reference), the positive one for beta > 0
+    ((1 - beta) v_ref + beta v), the negative one for -beta ((1 + beta) v_ref - beta v)."""
+    return reference + beta * (output - reference)
+
+
+def optimality_probability(advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    """DiffusionNFT's r in [0, 1]: 0.5 + 0.5 clip(A / clip, -1, 1), so the group's average sample is 0.5 (half
+    positive, half negative) and a sample `clip` stds above it is wholly positive."""
+    return 0.5 + 0.5 * (advantages.float() / clip).clamp(-1, 1)
+
+
+def nft_loss(positive_losses: torch.Tensor, negative_losses: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """mean_i r_i L_i(v+) + (1 - r_i) L_i(v-): each sample's denoising loss of the positive implicit policy,
+    weighted by its optimality probability, and of the negative one by the rest. Its minimum in v is
+    v_ref + ((2r - 1) / beta) (v* - v_ref): the reference moved towards a good sample's target and away from a
+    bad one's, by a bounded step, so unlike the advantage-weighted loss it has a floor."""
+    r = r.to(positive_losses.device)
+    return (r * positive_losses.float() + (1 - r) * negative_losses.float()).mean()
+
+
 def weighted_matching_loss(per_image_losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """mean_i w_i L_i: lowering a positive sample's denoising error raises its likelihood, raising a negative
     one's lowers it (AWM); with all w_i = 1 it is the pretraining loss."""

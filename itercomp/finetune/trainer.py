@@ -189,6 +189,7 @@ def prepare(pipe, reward_fn, prompts, config: FeedbackConfig, accelerator, regul
         weight_decay=config.weight_decay,
     )
     ema = ParameterEMA(trainable, config.ema_decay) if config.ema_decay > 0 else None
+    mode.ema = ema  # awm's nft trains around it (DiffusionNFT's old policy)
     if regulariser_data is None and config.pretrain_loss_weight > 0:
         regulariser_data = regulariser_from_config(
             config.regulariser_data, config.regulariser_samples, config.seed, adapter.resolution

@@ -5,47 +5,110 @@ standardises it into advantages. The loss is the model's own denoising loss on t
 weighted by advantage: better-than-average samples become more likely, worse ones less. No reward gradient and
 no sampler likelihoods, so any black-box reward serves (the oracle included) and any sampler draws the groups;
 the pretraining-loss regulariser (`pretrain_loss_weight`) anchors the model to its data.
+
+`objective: nft` trains DiffusionNFT's negative-aware loss instead: each sample's denoising loss of two implicit
+policies mixed from the model and the old policy, (1 - b) v_old + b v for its positive share r and
+(1 + b) v_old - b v for the rest, r = 0.5 + 0.5 clip(A / advantage_clip, -1, 1). Its minimum is the old policy's
+output moved a bounded step towards the good samples' targets and away from the bad ones', so the negatives
+cannot push the model arbitrarily far. The old policy is the run's moving average of the weights (`ema_decay`),
+as DiffusionNFT's, so the bound moves with training; it is checkpointed with the run.
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from itercomp.finetune.loss import advantage_weights, group_advantages, weighted_matching_loss, weighted_reward
+from itercomp.finetune.loss import (
+    advantage_weights,
+    group_advantages,
+    implicit_policy,
+    nft_loss,
+    optimality_probability,
+    weighted_matching_loss,
+    weighted_reward,
+)
 from itercomp.finetune.modes.base import FeedbackMode, MicroBatch
-from itercomp.finetune.sampling import sample_and_score, seeded_generators
+from itercomp.finetune.sampling import sample_and_score, seeded_generators, use_model
+
+
+class ImplicitPolicy(torch.nn.Module):
+    """Called in the model's place: the implicit policy reference + beta (model - reference) on the same inputs
+    (the reference without gradient). Keeps the model's return type (a tensor, or a tuple's first item)."""
+
+    def __init__(self, model, reference, beta: float):
+        super().__init__()
+        self.model, self.reference, self.beta = model, reference, beta
+
+    def forward(self, *args, **kwargs):
+        output = self.model(*args, **kwargs)
+        with torch.no_grad():
+            reference = self.reference(*args, **kwargs)
+        if isinstance(output, tuple):
+            return (implicit_policy(output[0], reference[0], self.beta), *output[1:])
+        return implicit_policy(output, reference, self.beta)
 
 
 class AWMMode(FeedbackMode):
+    def __init__(self, config, adapter, reward_fn, accelerator):
+        super().__init__(config, adapter, reward_fn, accelerator)
+        nft = self.settings.objective == "nft"  # the old policy's module; its weights are the EMA's (`sample`)
+        self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval() if nft else None
+
     @property
     def samples_per_prompt(self) -> int:
         return self.settings.group_size
 
     def describe(self) -> str:
         s = self.settings
+        if s.objective == "nft":
+            objective = f"negative-aware implicit policies around the starting model (beta {s.nft_beta}"
+        else:
+            objective = f"denoising loss x advantage (negatives x {s.negative_weight}"
         return (
-            f"awm: groups of {s.group_size} in {self.sampling.num_inference_steps} steps, denoising loss x advantage "
-            f"(clip {s.advantage_clip}, negatives x {s.negative_weight}), {s.timesteps_per_sample} timestep(s) each"
+            f"awm: groups of {s.group_size} in {self.sampling.num_inference_steps} steps, {objective}, clip "
+            f"{s.advantage_clip}), {s.timesteps_per_sample} timestep(s) each"
         )
 
     @torch.no_grad()
     def sample(self, prompts, rng, step, micro) -> MicroBatch:
-        """The groups' images (in [0, 1]) and their advantage weights."""
+        """The groups' images (in [0, 1]) and their advantage weights (nft: and the old policy, the EMA as of now)."""
+        if self.reference is not None and micro == 0:
+            self.ema.copy_to(dict(self.reference.named_parameters()))
         n = self.samples_per_prompt
         generators = seeded_generators(rng, len(prompts) * n)
         group = [p for p in prompts for _ in range(n)]
         images, rewards = sample_and_score(self.adapter, self.reward_fn, group, generators, self.sampling,
                                            self.accelerator)  # fmt: skip
         advantages = group_advantages(weighted_reward(rewards, self.config.reward_weights), n)
-        weights = advantage_weights(advantages, self.settings.advantage_clip, self.settings.negative_weight)
+        s = self.settings
+        if s.objective == "nft":
+            weights = optimality_probability(advantages, s.advantage_clip)
+        else:
+            weights = advantage_weights(advantages, s.advantage_clip, s.negative_weight)
         return MicroBatch(group, {"images": images.clamp(0, 1), "weights": weights}, rewards=rewards)
 
     def loss(self, batch, rng):
-        """The advantage-weighted denoising loss, averaged over `timesteps_per_sample` fresh draws."""
+        """The objective's loss, averaged over `timesteps_per_sample` fresh (time, noise) draws."""
         images, weights, total = batch.data["images"], batch.data["weights"], 0.0
         draws = self.settings.timesteps_per_sample
         for _ in range(draws):
-            generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            losses = self.adapter.pretrain_loss(images, batch.prompts, generator, per_image=True)
-            total = total + weighted_matching_loss(losses, weights) / draws
+            seed = int(rng.integers(2**31))
+            if self.reference is None:
+                losses = self.denoising_losses(images, batch.prompts, seed)
+                total = total + weighted_matching_loss(losses, weights) / draws
+            else:
+                beta = self.settings.nft_beta  # both policies see the same times and noise
+                positive = self.denoising_losses(images, batch.prompts, seed, beta)
+                negative = self.denoising_losses(images, batch.prompts, seed, -beta)
+                total = total + nft_loss(positive, negative, weights) / draws
         return total, batch.rewards
+
+    def denoising_losses(self, images, prompts, seed: int, beta: float | None = None) -> torch.Tensor:
+        """Per-image denoising losses of the model, or (beta) of the implicit policy around the old policy."""
+        generator = torch.Generator().manual_seed(seed)
+        if beta is None:
+            return self.adapter.pretrain_loss(images, prompts, generator, per_image=True)
+        with use_model(self.adapter, ImplicitPolicy(self.adapter.model, self.reference, beta)):
+            return self.adapter.pretrain_loss(images, prompts, generator, per_image=True)

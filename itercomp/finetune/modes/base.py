@@ -37,6 +37,7 @@ class FeedbackMode(ABC):
     also says whether the mode differentiates the reward."""
 
     samples_per_prompt = 1  # images sampled per prompt in a micro-batch (the banner's count)
+    ema = None  # the run's ParameterEMA (set by the trainer when ema_decay > 0), for modes that train around it
 
     def __init__(self, config, adapter, reward_fn, accelerator):
         """Called before LoRA adapters are added, so a mode can copy the starting weights here."""
