@@ -220,8 +220,8 @@ def test_dpo_loss_falls_when_the_preferred_image_is_denoised_better():
 
 
 def test_nft_loss_is_lowest_at_the_reference_moved_towards_good_and_away_from_bad_targets():
-    """DiffusionNFT's loss on one sample, r L((1-b) v_ref + b v) + (1-r) L((1+b) v_ref - b v) with L the squared
-    error to the target v*, is minimal at v = v_ref + ((2r - 1) / b) (v* - v_ref): a bounded step, unlike the
+    """DiffusionNFT's loss on one sample, r L((1-b) v_old + b v) + (1-r) L((1+b) v_old - b v) with L the squared
+    error to the target v*, is minimal at v = v_old + ((2r - 1) / b) (v* - v_old): a bounded step, unlike the
     advantage-weighted loss (whose negative part falls without end as v leaves v*)."""
     reference, target = torch.tensor([0.2, -0.4]), torch.tensor([1.0, 0.6])
     for r, beta in ((1.0, 1.0), (0.0, 1.0), (0.75, 0.5), (0.5, 2.0)):

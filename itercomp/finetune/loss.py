@@ -189,10 +189,10 @@ def advantage_weights(advantages: torch.Tensor, clip: float, negative_weight: fl
     return torch.where(clipped < 0, clipped * negative_weight, clipped)
 
 
-def implicit_policy(output: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
-    """DiffusionNFT's implicit policies: reference + beta (output - reference), the positive one for beta > 0
-    ((1 - beta) v_ref + beta v), the negative one for -beta ((1 + beta) v_ref - beta v)."""
-    return reference + beta * (output - reference)
+def implicit_policy(output: torch.Tensor, old: torch.Tensor, beta: float) -> torch.Tensor:
+    """DiffusionNFT's implicit policies: old + beta (output - old), the positive one for beta > 0
+    ((1 - beta) v_old + beta v), the negative one for -beta ((1 + beta) v_old - beta v)."""
+    return old + beta * (output - old)
 
 
 def optimality_probability(advantages: torch.Tensor, clip: float) -> torch.Tensor:
@@ -204,7 +204,7 @@ def optimality_probability(advantages: torch.Tensor, clip: float) -> torch.Tenso
 def nft_loss(positive_losses: torch.Tensor, negative_losses: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """mean_i r_i L_i(v+) + (1 - r_i) L_i(v-): each sample's denoising loss of the positive implicit policy,
     weighted by its optimality probability, and of the negative one by the rest. Its minimum in v is
-    v_ref + ((2r - 1) / beta) (v* - v_ref): the reference moved towards a good sample's target and away from a
+    v_old + ((2r - 1) / beta) (v* - v_old): the old policy moved towards a good sample's target and away from a
     bad one's, by a bounded step, so unlike the advantage-weighted loss it has a floor."""
     r = r.to(positive_losses.device)
     return (r * positive_losses.float() + (1 - r) * negative_losses.float()).mean()

@@ -34,27 +34,27 @@ from itercomp.finetune.sampling import sample_and_score, seeded_generators, use_
 
 
 class ImplicitPolicy(torch.nn.Module):
-    """Called in the model's place: the implicit policy reference + beta (model - reference) on the same inputs
-    (the reference without gradient). Keeps the model's return type (a tensor, or a tuple's first item)."""
+    """Called in the model's place: the implicit policy old + beta (model - old) on the same inputs (the old
+    policy without gradient). Keeps the model's return type (a tensor, or a tuple's first item)."""
 
-    def __init__(self, model, reference, beta: float):
+    def __init__(self, model, old_policy, beta: float):
         super().__init__()
-        self.model, self.reference, self.beta = model, reference, beta
+        self.model, self.old_policy, self.beta = model, old_policy, beta
 
     def forward(self, *args, **kwargs):
         output = self.model(*args, **kwargs)
         with torch.no_grad():
-            reference = self.reference(*args, **kwargs)
+            old = self.old_policy(*args, **kwargs)
         if isinstance(output, tuple):
-            return (implicit_policy(output[0], reference[0], self.beta), *output[1:])
-        return implicit_policy(output, reference, self.beta)
+            return (implicit_policy(output[0], old[0], self.beta), *output[1:])
+        return implicit_policy(output, old, self.beta)
 
 
 class AWMMode(FeedbackMode):
     def __init__(self, config, adapter, reward_fn, accelerator):
         super().__init__(config, adapter, reward_fn, accelerator)
-        nft = self.settings.objective == "nft"  # the old policy's module; its weights are the EMA's (`sample`)
-        self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval() if nft else None
+        nft = self.settings.objective == "nft"  # nft's old policy: a module that `sample` loads the EMA into
+        self.old_policy = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval() if nft else None
 
     @property
     def samples_per_prompt(self) -> int:
@@ -63,7 +63,7 @@ class AWMMode(FeedbackMode):
     def describe(self) -> str:
         s = self.settings
         if s.objective == "nft":
-            objective = f"negative-aware implicit policies around the starting model (beta {s.nft_beta}"
+            objective = f"negative-aware implicit policies around the EMA (beta {s.nft_beta}"
         else:
             objective = f"denoising loss x advantage (negatives x {s.negative_weight}"
         return (
@@ -74,8 +74,8 @@ class AWMMode(FeedbackMode):
     @torch.no_grad()
     def sample(self, prompts, rng, step, micro) -> MicroBatch:
         """The groups' images (in [0, 1]) and their advantage weights (nft: and the old policy, the EMA as of now)."""
-        if self.reference is not None and micro == 0:
-            self.ema.copy_to(dict(self.reference.named_parameters()))
+        if self.old_policy is not None and micro == 0:
+            self.ema.copy_to(dict(self.old_policy.named_parameters()))
         n = self.samples_per_prompt
         generators = seeded_generators(rng, len(prompts) * n)
         group = [p for p in prompts for _ in range(n)]
@@ -95,7 +95,7 @@ class AWMMode(FeedbackMode):
         draws = self.settings.timesteps_per_sample
         for _ in range(draws):
             seed = int(rng.integers(2**31))
-            if self.reference is None:
+            if self.old_policy is None:
                 losses = self.denoising_losses(images, batch.prompts, seed)
                 total = total + weighted_matching_loss(losses, weights) / draws
             else:
@@ -110,5 +110,5 @@ class AWMMode(FeedbackMode):
         generator = torch.Generator().manual_seed(seed)
         if beta is None:
             return self.adapter.pretrain_loss(images, prompts, generator, per_image=True)
-        with use_model(self.adapter, ImplicitPolicy(self.adapter.model, self.reference, beta)):
+        with use_model(self.adapter, ImplicitPolicy(self.adapter.model, self.old_policy, beta)):
             return self.adapter.pretrain_loss(images, prompts, generator, per_image=True)
