@@ -32,6 +32,11 @@ def _check_positive(section: str, **values) -> None:
             raise ItercompError(f"{section}.{name} must be a finite number > 0, got {value}")
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ItercompError(f"{name}={value!r}; use one of {', '.join(choices)}")
+
+
 def _check_samples(section: str, name: str, value: int) -> None:
     if value < 2:
         raise ItercompError(f"{section}.{name} must be >= 2 to compare samples of a prompt, got {value}; e.g. 4")
@@ -158,8 +163,7 @@ class DPOConfig:
         _check_positive("dpo", beta=self.beta)
         if self.timesteps_per_pair < 1:
             raise ItercompError(f"dpo.timesteps_per_pair must be >= 1, got {self.timesteps_per_pair}")
-        if self.pairing not in DPO_PAIRINGS:
-            raise ItercompError(f"dpo.pairing={self.pairing!r}; use one of {', '.join(DPO_PAIRINGS)}")
+        _check_choice("dpo.pairing", self.pairing, DPO_PAIRINGS)
         _check_sample_steps("dpo", self.sample_steps)
 
     def check(self, config: FeedbackConfig) -> None:
@@ -210,8 +214,7 @@ class AWMConfig:
         _check_sample_steps("awm", self.sample_steps)
         if self.timesteps_per_sample < 1:
             raise ItercompError(f"awm.timesteps_per_sample must be >= 1, got {self.timesteps_per_sample}")
-        if self.objective not in AWM_OBJECTIVES:
-            raise ItercompError(f"awm.objective={self.objective!r}; use one of {', '.join(AWM_OBJECTIVES)}")
+        _check_choice("awm.objective", self.objective, AWM_OBJECTIVES)
         _check_positive("awm", nft_beta=self.nft_beta)
         if not 0 <= self.negative_weight <= 1:
             raise ItercompError(f"awm.negative_weight must be in [0, 1], got {self.negative_weight}")
@@ -438,16 +441,14 @@ class FeedbackConfig:
             raise ItercompError(f"max_grad_norm must be > 0 or unset (no clipping), got {self.max_grad_norm}")
         if self.learning_rate <= 0:
             raise ItercompError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ItercompError(f"lr_schedule={self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
             raise ItercompError(f"lr_decay_steps must be >= 1 or unset (= max_steps), got {self.lr_decay_steps}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ItercompError(
                 f"min_lr_ratio must be in [0, 1] (the final learning rate / the peak), got {self.min_lr_ratio}"
             )
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}")
+        _check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
         if self.eval_prompts < 0 or self.checkpoint_every < 0:
             raise ItercompError("eval_prompts and checkpoint_every must be >= 0")
         check_report_to(self.report_to)

@@ -159,12 +159,17 @@ def dpo_loss(
     return -F.logsigmoid(-beta * margin).mean()
 
 
+def _groups(scores: torch.Tensor, candidates: int) -> torch.Tensor:
+    """Flat prompt-major scores as (prompts, candidates)."""
+    if scores.ndim != 1 or scores.numel() % candidates:
+        raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
+    return scores.view(-1, candidates)
+
+
 def best_and_worst(scores: torch.Tensor, candidates: int, min_gap: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat indices (winners, losers) of each prompt's best and worst candidate, prompt-major, for the prompts
     whose best beats their worst by more than `min_gap` (ties teach nothing and are dropped)."""
-    if scores.ndim != 1 or scores.numel() % candidates:
-        raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
-    groups = scores.view(-1, candidates)
+    groups = _groups(scores, candidates)
     offsets = torch.arange(groups.shape[0], device=scores.device) * candidates
     best, worst = groups.argmax(1), groups.argmin(1)
     keep = (groups.max(1).values - groups.min(1).values) > min_gap
@@ -175,9 +180,7 @@ def all_pairs(scores: torch.Tensor, candidates: int, min_gap: float = 0.0) -> tu
     """Flat indices (winners, losers) of every ordered pair of candidates of the same prompt whose scores differ by
     more than `min_gap` (the better one first), prompt-major: up to n(n-1)/2 pairs from a group of n, where
     `best_and_worst` takes one (as InstructGPT's reward model trains on every comparison of a ranking)."""
-    if scores.ndim != 1 or scores.numel() % candidates:
-        raise ValueError(f"{scores.numel()} scores do not split into groups of {candidates} candidates")
-    groups = scores.view(-1, candidates)
+    groups = _groups(scores, candidates)
     prompt, better, worse = torch.nonzero(groups[:, :, None] - groups[:, None, :] > min_gap, as_tuple=True)
     return prompt * candidates + better, prompt * candidates + worse
 

@@ -62,7 +62,7 @@ class AWMMode(FeedbackMode):
 
     def describe(self) -> str:
         s = self.settings
-        if s.objective == "nft":
+        if self.old_policy is not None:
             objective = f"negative-aware implicit policies around the EMA (beta {s.nft_beta}"
         else:
             objective = f"denoising loss x advantage (negatives x {s.negative_weight}"
@@ -74,7 +74,8 @@ class AWMMode(FeedbackMode):
     @torch.no_grad()
     def sample(self, prompts, rng, step, micro) -> MicroBatch:
         """The groups' images (in [0, 1]) and their advantage weights (nft: and the old policy, the EMA as of now)."""
-        if self.old_policy is not None and micro == 0:
+        nft = self.old_policy is not None
+        if nft and micro == 0:
             self.ema.copy_to(dict(self.old_policy.named_parameters()))
         n = self.samples_per_prompt
         generators = seeded_generators(rng, len(prompts) * n)
@@ -83,7 +84,7 @@ class AWMMode(FeedbackMode):
                                            self.accelerator)  # fmt: skip
         advantages = group_advantages(weighted_reward(rewards, self.config.reward_weights), n)
         s = self.settings
-        if s.objective == "nft":
+        if nft:
             weights = optimality_probability(advantages, s.advantage_clip)
         else:
             weights = advantage_weights(advantages, s.advantage_clip, s.negative_weight)
