@@ -219,6 +219,22 @@ def test_dpo_loss_falls_when_the_preferred_image_is_denoised_better():
     assert winners.tolist() == [1] and losers.tolist() == [0]  # the second prompt's candidates tie
 
 
+def test_rpo_alpha_adds_the_preferred_images_denoising_error():
+    """DPO trains only the margin: lowering both errors alike leaves it unchanged. RPO's term also rewards a lower
+    error on the preferred image, by rpo_alpha per unit of its mean."""
+    errors_w, errors_l, zero = torch.tensor([0.2, 0.4]), torch.tensor([0.3, 0.1]), torch.zeros(2)
+    dpo = float(dpo_loss(errors_w, errors_l, zero, zero, beta=10.0))
+    assert float(dpo_loss(errors_w - 0.1, errors_l - 0.1, zero, zero, beta=10.0)) == pytest.approx(dpo)
+    assert float(dpo_loss(errors_w, errors_l, zero, zero, beta=10.0, rpo_alpha=2.0)) == pytest.approx(dpo + 2 * 0.3)
+    w = errors_w.clone().requires_grad_(True)
+    dpo_loss(w, errors_l, zero, zero, beta=10.0, rpo_alpha=2.0).backward()
+    plain = errors_w.clone().requires_grad_(True)
+    dpo_loss(plain, errors_l, zero, zero, beta=10.0).backward()
+    assert torch.allclose(w.grad - plain.grad, torch.full((2,), 1.0))  # d(2 * mean)/d e_w = 2 / 2 pairs
+    with pytest.raises(ItercompError, match="dpo.rpo_alpha must be >= 0"):
+        DPOConfig(rpo_alpha=-1.0)
+
+
 def test_nft_loss_is_lowest_at_the_reference_moved_towards_good_and_away_from_bad_targets():
     """DiffusionNFT's loss on one sample, r L((1-b) v_old + b v) + (1-r) L((1+b) v_old - b v) with L the squared
     error to the target v*, is minimal at v = v_old + ((2r - 1) / b) (v* - v_old): a bounded step, unlike the

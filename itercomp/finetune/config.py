@@ -146,6 +146,11 @@ class DPOConfig:
         metadata={"help": "(time, noise) draws per pair, the loss averaged over them: more learning per sampled "
                   "pair for the cost of the loss's passes only (Diffusion-DPO: 1)"},
     )  # fmt: skip
+    rpo_alpha: float = field(
+        default=0.0,
+        metadata={"help": "RPO: + rpo_alpha x the preferred images' denoising error (their likelihood), beside "
+                  "the DPO loss; 0 = DPO alone"},
+    )  # fmt: skip
     preference_pairs: str | None = field(
         default=None,
         metadata={
@@ -161,6 +166,8 @@ class DPOConfig:
     def __post_init__(self):
         _check_samples("dpo", "samples_per_prompt", self.samples_per_prompt)
         _check_positive("dpo", beta=self.beta)
+        if self.rpo_alpha < 0:
+            raise ItercompError(f"dpo.rpo_alpha must be >= 0 (0 = DPO alone), got {self.rpo_alpha}")
         if self.timesteps_per_pair < 1:
             raise ItercompError(f"dpo.timesteps_per_pair must be >= 1, got {self.timesteps_per_pair}")
         _check_choice("dpo.pairing", self.pairing, DPO_PAIRINGS)

@@ -151,12 +151,15 @@ def dpo_loss(
     reference_w: torch.Tensor,
     reference_l: torch.Tensor,
     beta: float,
+    rpo_alpha: float = 0.0,
 ) -> torch.Tensor:
     """Diffusion-DPO: -log sigmoid(-beta * ((e_w - e_w^ref) - (e_l - e_l^ref))), mean over pairs, where e are
     per-image denoising errors at the same noise and time for the preferred (w) and the other (l) image. It falls
-    when the model denoises the preferred image better than the reference does, relative to the other one."""
+    when the model denoises the preferred image better than the reference does, relative to the other one.
+    `rpo_alpha` adds RPO's likelihood term on the preferred images, rpo_alpha * mean(e_w): DPO alone may lower
+    both images' likelihood (only their difference is trained); this keeps the preferred one likely."""
     margin = (errors_w - reference_w) - (errors_l - reference_l)
-    return -F.logsigmoid(-beta * margin).mean()
+    return -F.logsigmoid(-beta * margin).mean() + rpo_alpha * errors_w.mean()
 
 
 def _groups(scores: torch.Tensor, candidates: int) -> torch.Tensor:

@@ -38,7 +38,9 @@ class DPOMode(FeedbackMode):
             sources.append(f"{self.config.batch_size} of {len(self.preferences)} ranked pairs")
         draws = self.settings.timesteps_per_pair
         per_pair = f", {draws} (time, noise) draws per pair" if draws > 1 else ""
-        return f"dpo: {' + '.join(sources)} per micro-batch, beta {self.settings.beta}{per_pair}"
+        alpha = self.settings.rpo_alpha
+        rpo = f", + {alpha} x the preferred images' denoising error" if alpha else ""
+        return f"dpo: {' + '.join(sources)} per micro-batch, beta {self.settings.beta}{per_pair}{rpo}"
 
     def sample(self, prompts, rng, step, micro) -> MicroBatch:
         """The own pairs (online_pairs) followed by the ranked pairs; the rewards of the own samples ({} if none).
@@ -88,4 +90,4 @@ class DPOMode(FeedbackMode):
         errors = [denoising_errors(self.adapter, x, prompts, seed) for x in pair]
         with torch.no_grad(), use_model(self.adapter, self.reference):
             references = [denoising_errors(self.adapter, x, prompts, seed) for x in pair]
-        return dpo_loss(*errors, *references, self.settings.beta), batch.rewards
+        return dpo_loss(*errors, *references, self.settings.beta, self.settings.rpo_alpha), batch.rewards
