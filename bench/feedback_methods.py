@@ -69,6 +69,16 @@ def mode_settings(mode: str, args) -> dict:
     return merge_values(settings, args.overrides)
 
 
+def recorded_settings(config, keys: list[str], settings: dict) -> dict:
+    """The run's typed values of `keys` (a section: only the fields that `settings` set), for the results file:
+    `--set dpo.samples_per_prompt=8` is recorded as 8, not as the flag's text."""
+    out = {}
+    for key in keys:
+        value = getattr(config, key)
+        out[key] = {name: getattr(value, name) for name in settings[key]} if isinstance(settings[key], dict) else value
+    return out
+
+
 def images_per_step(settings: dict) -> int:
     """batch_size x the images a black-box mode samples per prompt (its section's samples_per_prompt or GRPO's
     group_size; 1 for refl)."""
@@ -140,9 +150,9 @@ def run_one(mode: str, reward: str, args, base_rows, prompts, minutes: float | N
         "mode": mode,
         "reward": reward,
         "minutes": minutes,
-        "settings": {
-            k: v for k, v in settings.items() if k in MODES[mode] or k in args.overrides or k == "learning_rate"
-        },
+        "settings": recorded_settings(
+            config, [k for k in settings if k in MODES[mode] or k in args.overrides or k == "learning_rate"], settings
+        ),
         "steps": steps,
         "sampled_images": steps * images_per_step(settings),
         "train_seconds": metrics["train_seconds"],

@@ -31,6 +31,9 @@ def test_set_changes_one_key_of_a_section_over_the_modes_settings():
 
     config = bench.config_from_dict(FeedbackRunConfig, {**settings, "grad_mode": "awm"})
     assert config.awm.negative_weight == 0.0 and config.awm.group_size == bench.MODES["awm"]["awm"]["group_size"]
+    recorded = bench.recorded_settings(config, ["awm", "ema_decay", "learning_rate"], settings)
+    assert recorded == {"awm": {**bench.MODES["awm"]["awm"], "negative_weight": 0.0}, "ema_decay": 0.9,
+                        "learning_rate": 3e-4}  # fmt: skip
 
 
 def test_paired_differences_and_their_standard_error():
