@@ -1,7 +1,8 @@
 """dpo: Diffusion-DPO. Each micro-batch's pairs are the current model's own samples of each prompt paired by
-reward (`online_pairs`: the best vs the worst, or every pair whose rewards differ, `pairing`) and `batch_size` pairs drawn from a rankings.jsonl (`preference_pairs`); the loss
-compares the trained and the starting model's denoising errors on both images of a pair, at the same times and
-noise. The reward is never differentiated."""
+reward (`online_pairs`: the best vs the worst, or every pair whose rewards differ, `pairing`) and `batch_size`
+pairs drawn from a rankings.jsonl (`preference_pairs`); the loss compares the trained and the starting model's
+denoising errors on both images of a pair, at the same times and noise (with `rpo_alpha`, plus that multiple of
+the preferred images' errors). The reward is never differentiated."""
 
 from __future__ import annotations
 
