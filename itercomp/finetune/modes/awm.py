@@ -30,7 +30,7 @@ from itercomp.finetune.loss import (
     weighted_reward,
 )
 from itercomp.finetune.modes.base import FeedbackMode, MicroBatch
-from itercomp.finetune.sampling import sample_and_score, seeded_generators, use_model
+from itercomp.finetune.sampling import denoising_errors, sample_and_score, seeded_generators, use_model
 
 
 class ImplicitPolicy(torch.nn.Module):
@@ -108,8 +108,7 @@ class AWMMode(FeedbackMode):
 
     def denoising_losses(self, images, prompts, seed: int, beta: float | None = None) -> torch.Tensor:
         """Per-image denoising losses of the model, or (beta) of the implicit policy around the old policy."""
-        generator = torch.Generator().manual_seed(seed)
         if beta is None:
-            return self.adapter.pretrain_loss(images, prompts, generator, per_image=True)
+            return denoising_errors(self.adapter, images, prompts, seed)
         with use_model(self.adapter, ImplicitPolicy(self.adapter.model, self.old_policy, beta)):
-            return self.adapter.pretrain_loss(images, prompts, generator, per_image=True)
+            return denoising_errors(self.adapter, images, prompts, seed)
