@@ -115,6 +115,21 @@ class PretrainConfig:
         metadata={"help": "denoising probe (x0 error, oracle accuracy, caption gap per noise level) every N steps"},
     )
     # sampling and evaluation
+    layout_expert_steps: int = field(
+        default=0,
+        metadata={
+            "help": "steps of the layout expert, a second DiT for the noise levels >= layout_boundary trained on the "
+            "captions' mean renders, added to the deep-fusion member after its DiT (0: none)"
+        },
+    )
+    layout_boundary: float = field(
+        default=0.9,
+        metadata={"help": "the noise level from which the layout expert predicts (the sampler's first steps)"},
+    )
+    layout_captions: int = field(
+        default=8000, metadata={"help": "stream captions (each with its mirror) whose mean renders the expert learns"}
+    )
+    layout_renders: int = field(default=16, metadata={"help": "renders per caption in its mean image"})
     num_inference_steps: int = field(default=20, metadata={"help": "sampler steps of the shipped pipelines"})
     guidance_scale: float = field(default=3.0, metadata={"help": "classifier-free guidance of evaluation"})
     shift: float = field(default=1.0, metadata={"help": "timestep shift of the flow-matching scheduler"})
@@ -136,7 +151,8 @@ class PretrainConfig:
         unknown = [c for c in self.conditionings if c not in CONDITIONINGS]
         if unknown:
             raise ItercompError(f"unknown conditioning {unknown}; choose from {', '.join(CONDITIONINGS)}")
-        for name in ("max_steps", "batch_size", "num_images", "lm_steps", "eval_prompts", "eval_seeds"):
+        for name in ("max_steps", "batch_size", "num_images", "lm_steps", "eval_prompts", "eval_seeds", "layout_captions",
+                     "layout_renders"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ItercompError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.prediction_type not in ("sample", "velocity"):
@@ -145,6 +161,12 @@ class PretrainConfig:
             raise ItercompError(f"loss_space={self.loss_space!r}; use 'x0' or 'velocity'")
         if self.mixed_precision not in ("no", "bf16"):
             raise ItercompError(f"mixed_precision={self.mixed_precision!r}; use 'no' or 'bf16'")
+        if self.layout_expert_steps < 0:
+            raise ItercompError(
+                f"layout_expert_steps must be >= 0 (0: no layout expert), got {self.layout_expert_steps}"
+            )
+        if not 0.0 < self.layout_boundary <= 1.0:
+            raise ItercompError(f"layout_boundary must be a noise level in (0, 1], got {self.layout_boundary}")
         for name in ("single_object_start", "single_object_end", "converse_captions"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ItercompError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")

@@ -178,8 +178,16 @@ def sample_captions(
     n: int, seed: int, single_share: float = 0.0, converse_share: float = 0.0, mix: dict[str, float] | None = None
 ) -> list[str]:
     """`n` captions as `render_batch` draws them, without drawing (for the LM and the whitening statistics)."""
+    return sample_scenes(n, seed, single_share, converse_share, mix)[1]
+
+
+def sample_scenes(
+    n: int, seed: int, single_share: float = 0.0, converse_share: float = 0.0, mix: dict[str, float] | None = None
+) -> tuple[list[Scene], list[str]]:
+    """`n` (scene, caption) pairs as `render_batch` draws them, without drawing."""
     rng = np.random.default_rng(seed)
-    captions, scenes = [], _train_scenes(rng, single_share, mix)
+    scenes, captions, source = [], [], _train_scenes(rng, single_share, mix)
     while len(captions) < n:
-        captions.append(caption(next(scenes), rng, converse_share))
-    return captions
+        scenes.append(next(source))
+        captions.append(caption(scenes[-1], rng, converse_share))
+    return scenes, captions

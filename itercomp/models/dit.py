@@ -157,7 +157,13 @@ class CompositionDiT(ModelMixin, ConfigMixin):
     """Rectified-flow model over pixels (or VAE latents), conditioned on LM hidden states. It predicts the
     velocity or, with `prediction_type="sample"`, the clean image x0 (JiT: x-prediction suits pixel space).
 
-    `conv_channels` are the U-Net levels: one per halving of the resolution (two: 32 -> 16 -> 8 px tokens)."""
+    `conv_channels` are the U-Net levels: one per halving of the resolution (two: 32 -> 16 -> 8 px tokens).
+
+    `layout_expert` (the init arguments of a second CompositionDiT) adds a high-noise expert, as eDiff-I's and
+    Wan 2.2's experts by noise level: rows at `timestep >= 1000 * layout_boundary` go to it, the rest to this
+    trunk. The expert is trained on the captions' mean renders (`itercomp pretrain --layout-expert-steps`), the
+    best x0 where the layout is chosen, so the first sampler steps place the objects as the prompt says. One
+    module to callers: pipelines, fine-tuning and adapters see one `transformer`."""
 
     _supports_gradient_checkpointing = True
 
@@ -175,8 +181,17 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         conditioning: str = "deep_fusion",
         prediction_type: str = "sample",
         text_whitening: bool = False,
+        layout_expert: dict | None = None,
+        layout_boundary: float = 0.9,
     ):
         super().__init__()
+        if not 0 < layout_boundary <= 1:
+            raise ValueError(f"layout_boundary={layout_boundary}; expected a noise level in (0, 1]")
+        self.layout_dit = None
+        if layout_expert is not None:
+            if layout_expert.get("layout_expert") is not None:
+                raise ValueError("a layout expert cannot have a layout expert of its own")
+            self.layout_dit = CompositionDiT(**layout_expert)
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning={conditioning!r}; expected one of {CONDITIONINGS}")
         if prediction_type not in ("velocity", "sample"):
@@ -242,6 +257,8 @@ class CompositionDiT(ModelMixin, ConfigMixin):
         read = slice(1, None) if self.config.conditioning == "deep_fusion" else slice(-1, None)
         self.text_mean.copy_(mean[read])
         self.text_whitening_matrix.copy_(whitening[read])
+        if self.layout_dit is not None and self.layout_dit.config.text_whitening:
+            self.layout_dit.set_text_statistics(mean, whitening)
 
     def _whiten(self, state: torch.Tensor, row: int) -> torch.Tensor:
         """Row `row` of the statistics: block i's LM layer under deep fusion, the last layer (row 0) otherwise."""
@@ -271,9 +288,22 @@ class CompositionDiT(ModelMixin, ConfigMixin):
     def forward(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
         """The flow velocity or x0 (`config.prediction_type`) for `sample` (B, C, H, W) at `timestep` (B,) in
         [0, 1000], given the LM's hidden states (embeddings + every layer) and their attention mask."""
-        b = sample.shape[0]
         if timestep.ndim == 0:
-            timestep = timestep.expand(b)
+            timestep = timestep.expand(sample.shape[0])
+        if self.layout_dit is None:
+            return self._trunk(sample, timestep, encoder_hidden_states, encoder_attention_mask)
+        high = timestep >= 1000 * self.config.layout_boundary
+        if high.all() or not high.any():
+            model = self.layout_dit if high.all() else self._trunk
+            return model(sample, timestep, encoder_hidden_states, encoder_attention_mask)
+        out = torch.empty_like(sample)
+        for rows, model in ((high, self.layout_dit), (~high, self._trunk)):
+            hidden = tuple(None if h is None else h[rows] for h in encoder_hidden_states)
+            out[rows] = model(sample[rows], timestep[rows], hidden, encoder_attention_mask[rows])
+        return out
+
+    def _trunk(self, sample, timestep, encoder_hidden_states, encoder_attention_mask):
+        b = sample.shape[0]
         cond = self.time_mlp(timestep_embedding(timestep, self.config.hidden_size).to(sample.dtype))
         mask = encoder_attention_mask.bool()
         if self.config.conditioning == "pooled":

@@ -452,8 +452,10 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> bo
 
 # Settings a resumed run may change: they do not alter what has been trained so far (`steps` extends or
 # shortens the cosine schedule from the current step on).
+# The layout expert is trained after the DiT, so its settings may change too (the member is rebuilt with it).
 RESUMABLE_CHANGES = ("max_steps", "threads", "parallel", "sitting_minutes", "checkpoint_every", "eval_every",
-                     "eval_prompts", "eval_seeds", "conditionings")  # fmt: skip
+                     "eval_prompts", "eval_seeds", "conditionings", "layout_expert_steps", "layout_boundary",
+                     "layout_captions", "layout_renders")  # fmt: skip
 
 
 def check_resume(cfg: PretrainConfig, root: Path, resume: bool) -> None:
@@ -519,11 +521,31 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
         print(f"the sitting ended before every DiT finished; continue with: itercomp pretrain --resume "
               f"--output-dir {root} (and the same settings)")  # fmt: skip
         return {"members": {}, "eval": {}, "timings": timings, "finished": False}
+    if cfg.layout_expert_steps and "deep_fusion" in cfg.conditionings:
+        timed("layout_expert", lambda: add_layout_expert(cfg, tokenizer, lm, root))
     results = timed("evaluation", lambda: evaluate_members(cfg, members, root / "eval_test.json"))
     training = sum(v for k, v in timings.items() if k != "evaluation")
     print(f"pretraining took {training / 60:.1f} min (+ {timings.get('evaluation', 0) / 60:.1f} min evaluation)")
     return {"members": {k: str(v) for k, v in members.items()}, "eval": results, "timings": timings,
             "finished": True}  # fmt: skip
+
+
+def add_layout_expert(cfg: PretrainConfig, tokenizer, lm, root: Path) -> None:
+    """Train the layout expert (once: `root/layout_expert`) and rebuild the deep-fusion member with it; the
+    member's earlier test evaluation is dropped so that the run measures it again."""
+    from itercomp.models.layout_expert import train_layout_expert, with_layout_expert
+
+    member = root / "members" / MEMBER_NAMES["deep_fusion"]
+    pipe = load_member(member)
+    trunk = pipe.transformer
+    if trunk.layout_dit is not None and trunk.config.layout_boundary == cfg.layout_boundary:
+        return
+    expert = train_layout_expert(cfg, tokenizer, lm, trunk, root / "layout_expert")
+    pipe.register_modules(transformer=with_layout_expert(trunk, expert, cfg.layout_boundary))
+    save_member(pipe, member)
+    evaluation = root / "eval_test.json"
+    if evaluation.is_file():
+        write_json(evaluation, {k: v for k, v in json.loads(evaluation.read_text()).items() if k != member.name})
 
 
 def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
@@ -551,10 +573,10 @@ def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:
             pipe.text_encoder.to(dtype)
             pipe.save_pretrained(tmp)
             statistics = ("text_mean", "text_whitening_matrix")
-            exact = {k: v.clone() for k, v in pipe.transformer.named_buffers() if k in statistics}
+            exact = {k: v.clone() for k, v in pipe.transformer.named_buffers() if k.rsplit(".", 1)[-1] in statistics}
             transformer = pipe.transformer.to(dtype)
             for name, value in exact.items():  # the whitening stays fp32 (64 KB per LM layer read)
-                getattr(transformer, name).data = value
+                transformer.get_buffer(name).data = value
             transformer.save_pretrained(tmp / "transformer")
             if share:
                 for part in ("tokenizer", "text_encoder"):
