@@ -56,19 +56,26 @@ def test_layout_expert_settings_are_checked():
         PretrainConfig(layout_expert_steps=-1)
 
 
-def test_caption_means_put_each_colour_on_its_side():
+def test_caption_means_put_each_colour_on_its_side(tmp_path):
     from itercomp.models.config import PretrainConfig
 
-    means = mean_renders([parse("a red circle to the left of a blue square")], renders=16, canvas=32).astype(float)
+    means, seeds = mean_renders([parse("a red circle to the left of a blue square")], renders=16, canvas=32)
+    assert (seeds >= 0).all()
+    means = means.astype(float)
     red, blue = means[0, :, :, 0], means[0, :, :, 2]
     columns = np.arange(32)
     assert (red.sum(0) * columns).sum() / red.sum() < (blue.sum(0) * columns).sum() / blue.sum()
-    bank = LayoutBank.sample(PretrainConfig(layout_captions=40, layout_renders=2))
+    cfg = PretrainConfig(layout_captions=40, layout_renders=2)
+    bank = LayoutBank.sample(cfg, cache=tmp_path / "means.npz")
+    again = LayoutBank.sample(cfg, cache=tmp_path / "means.npz")  # read back, not rendered again
+    assert torch.equal(again.means, bank.means) and (again.seeds == bank.seeds).all()
     n = len(bank.scenes)
     assert 30 < n <= 40 and len(bank) == 2 * n == len(bank.means) and bank.means.shape[1:] == (3, 32, 32)
     assert any(len(s.objects) == 1 for s in bank.scenes)  # the stream's one-object scenes too
     assert torch.equal(bank.means[n:], bank.means[:n].flip(-1))  # the mirrors' means are the mirrored means
-    assert torch.equal(bank.render(n + 5, seed=3, canvas=32), bank.render(5, seed=3, canvas=32).flip(-1))
+    assert torch.equal(bank.render(n + 5, 3, canvas=32), bank.render(5, 3, canvas=32).flip(-1))
+    # every row renders, whatever k: only seeds whose layout fits are drawn
+    assert all(bank.render(i, k, canvas=32).shape == (3, 32, 32) for i in range(n) for k in (0, 10**9 + 7))
 
 
 def test_pretrain_adds_the_layout_expert_to_a_finished_run_and_exports_it(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from itercomp.errors import PromptError
-from itercomp.io import atomic_dir, write_json
+from itercomp.io import atomic_dir, atomic_open, write_json
 from itercomp.models.config import PretrainConfig
 from itercomp.models.data import LAYOUT_TRIES, mirror_prompt, sample_scenes
 from itercomp.models.dit import CompositionDiT
@@ -39,47 +39,63 @@ def _draw(scene: Scene, seed: int, canvas: int) -> np.ndarray | None:
         return None
 
 
-def mean_renders(scenes: list[Scene], renders: int, canvas: int) -> np.ndarray:
-    """uint8 N x H x W x 3: the mean of `renders` renders of each scene (the first seeds whose layout fits; a
-    scene that fits none of 4 x renders seeds is black)."""
+def mean_renders(scenes: list[Scene], renders: int, canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 N x H x W x 3, int N x renders): the mean of `renders` renders of each scene and their seeds, the
+    first seeds whose layout fits among 4 x renders (-1 where fewer fit; a scene that fits none is black)."""
     means = np.zeros((len(scenes), canvas, canvas, 3), dtype=np.uint8)
+    seeds = np.full((len(scenes), renders), -1, dtype=np.int64)
     for i, scene in enumerate(tqdm(scenes, desc="caption means", unit="caption", leave=False)):
-        drawn = (_draw(scene, seed, canvas) for seed in range(4 * renders))
-        stack = [image for image in drawn if image is not None][:renders]
-        if stack:
-            means[i] = np.round(np.stack(stack).astype(np.float32).mean(0))
-    return means
+        drawn = [
+            (seed, image) for seed in range(4 * renders) for image in [_draw(scene, seed, canvas)] if image is not None
+        ]
+        drawn = drawn[:renders]
+        if drawn:
+            means[i] = np.round(np.stack([image for _, image in drawn]).astype(np.float32).mean(0))
+            seeds[i, : len(drawn)] = [seed for seed, _ in drawn]
+    return means, seeds
 
 
 @dataclasses.dataclass
 class LayoutBank:
-    """`layout_captions` scenes of the stream's final mix (train split) with their captions and mean images in
-    [-1, 1]; row i + N is row i's mirror image (left and right swapped in the caption, the mean flipped)."""
+    """`layout_captions` scenes of the stream's final mix (train split) with their captions, mean images in
+    [-1, 1] and the seeds of the renders that made them; row i + N is row i's mirror image (left and right
+    swapped in the caption, the mean flipped). Scenes that fit fewer than half of `layout_renders` layouts are
+    left out. `cache` (an .npz) keeps the means between runs."""
 
     scenes: list[Scene]
     captions: list[str]
     means: torch.Tensor
+    seeds: np.ndarray
 
     @classmethod
-    def sample(cls, cfg: PretrainConfig) -> LayoutBank:
+    def sample(cls, cfg: PretrainConfig, cache: Path | None = None) -> LayoutBank:
         scenes, captions = sample_scenes(cfg.layout_captions, cfg.seed + 11, cfg.single_object_end,
                                          cfg.converse_captions)  # fmt: skip
-        means = mean_renders(scenes, cfg.layout_renders, cfg.canvas)
-        fits = means.reshape(len(scenes), -1).any(1)  # a scene no seed could lay out is left out
+        saved = np.load(cache) if cache is not None and cache.is_file() else None
+        shape = (cfg.layout_captions, cfg.layout_renders)
+        if saved is not None and saved["seeds"].shape == shape and saved["means"].shape[1] == cfg.canvas:
+            means, seeds = saved["means"], saved["seeds"]
+        else:  # none yet, or one of other settings
+            means, seeds = mean_renders(scenes, cfg.layout_renders, cfg.canvas)
+            if cache is not None:
+                with atomic_open(cache, "wb") as f:
+                    np.savez(f, means=means, seeds=seeds)
+        fits = (seeds >= 0).sum(1) >= max(1, cfg.layout_renders // 2)
         scenes, captions = [s for s, f in zip(scenes, fits) if f], [c for c, f in zip(captions, fits) if f]
-        means = torch.from_numpy(means[fits]).permute(0, 3, 1, 2)
-        means = means.float() / 127.5 - 1
-        return cls(scenes, captions + [mirror_prompt(c) for c in captions], torch.cat([means, means.flip(-1)]))
+        means = torch.from_numpy(means[fits]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return cls(scenes, captions + [mirror_prompt(c) for c in captions], torch.cat([means, means.flip(-1)]),
+                   seeds[fits])  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.captions)
 
-    def render(self, i: int, seed: int, canvas: int) -> torch.Tensor:
-        """One fresh render of row i, 3 x H x W in [-1, 1]."""
-        drawn = (_draw(self.scenes[i % len(self.scenes)], seed + k, canvas) for k in range(100))
-        image = torch.from_numpy(next(image for image in drawn if image is not None)).permute(2, 0, 1)
+    def render(self, i: int, k: int, canvas: int) -> torch.Tensor:
+        """Render k (any integer: taken modulo the renders) of row i, 3 x H x W in [-1, 1]."""
+        n = len(self.scenes)
+        seeds = self.seeds[i % n][self.seeds[i % n] >= 0]
+        image = torch.from_numpy(_draw(self.scenes[i % n], int(seeds[k % len(seeds)]), canvas)).permute(2, 0, 1)
         image = image.float() / 127.5 - 1
-        return image.flip(-1) if i >= len(self.scenes) else image
+        return image.flip(-1) if i >= n else image
 
 
 def train_layout_expert(cfg: PretrainConfig, tokenizer, lm, trunk: CompositionDiT, out: Path) -> CompositionDiT:
@@ -93,7 +109,7 @@ def train_layout_expert(cfg: PretrainConfig, tokenizer, lm, trunk: CompositionDi
     model = CompositionDiT(**dit_options(trunk))
     if model.config.text_whitening:
         model.load_state_dict({k: v for k, v in trunk.state_dict().items() if k.startswith("text_")}, strict=False)
-    bank = LayoutBank.sample(cfg)
+    bank = LayoutBank.sample(cfg, cache=out.parent / f"{out.name}_means.npz")
     null = bank.means.mean(0)  # the best x0 for an empty caption
     schedule = dataclasses.replace(cfg, max_steps=cfg.layout_expert_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.99))
