@@ -102,6 +102,24 @@ def test_pretrain_adds_the_layout_expert_to_a_finished_run_and_exports_it(tmp_pa
     # the expert reads the trunk's whitened LM states; the member's evaluation was measured again
     assert torch.equal(member.layout_dit.text_whitening_matrix, member.text_whitening_matrix)
     assert len(measured) == 1 and measured[0].transformer.layout_dit is not None and "base" in result["eval"]
+    # Resumed again with the same settings, nothing is retrained; with other expert settings it is, and the member
+    # is rebuilt with the new expert.
+    from itercomp.models import layout_expert
+
+    monkeypatch.setattr(
+        layout_expert.LayoutBank, "sample", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained"))
+    )
+    pretrain.run_pretrain(added, resume=True)
+    monkeypatch.undo()
+    longer = _tiny_run_config(tmp_path, **{**added.__dict__, "layout_expert_steps": 3})
+    pretrain.run_pretrain(longer, resume=True)
+    history = json.loads((run / "layout_expert" / "history.json").read_text())
+    assert history["settings"]["layout_expert_steps"] == 3
+    rebuilt = pretrain.load_member(run / "members" / "base").transformer
+    assert not torch.equal(rebuilt.layout_dit.conv_in.weight, member.layout_dit.conv_in.weight)
+    assert torch.equal(rebuilt.conv_in.weight, member.conv_in.weight)  # the trunk is the run's, untouched
+    member = rebuilt
+
     exported = pretrain.load_member(pretrain.export_weights(run, tmp_path / "weights")[0]).transformer
     assert torch.equal(exported.layout_dit.text_whitening_matrix, member.layout_dit.text_whitening_matrix)
     images = pretrain.load_member(tmp_path / "weights" / "base")(

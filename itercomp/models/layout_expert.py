@@ -14,6 +14,7 @@ a member's transformer (`CompositionDiT(layout_expert=...)`), which routes the h
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def train_layout_expert(cfg: PretrainConfig, tokenizer, lm, trunk: CompositionDi
     the trunk's text whitening, at `learning_rate` with warmup and cosine over `layout_expert_steps`."""
     from itercomp.models.pretrain import lr_at
 
-    if (out / "done").is_file():
+    if trained_settings(out) == layout_settings(cfg):
         return CompositionDiT.from_pretrained(out)
     torch.manual_seed(cfg.seed + 11)
     model = CompositionDiT(**dit_options(trunk))
@@ -139,9 +140,21 @@ def train_layout_expert(cfg: PretrainConfig, tokenizer, lm, trunk: CompositionDi
     model.eval().requires_grad_(False)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        write_json(tmp / "history.json", {"history": history, "captions": len(bank)})
+        write_json(tmp / "history.json", {"history": history, "captions": len(bank), "settings": layout_settings(cfg)})
         (tmp / "done").touch()
     return model
+
+
+def layout_settings(cfg: PretrainConfig) -> dict:
+    """What the expert's training depends on beyond the run's own (fixed) settings."""
+    return {k: getattr(cfg, k) for k in ("layout_expert_steps", "layout_boundary", "layout_captions", "layout_renders")}
+
+
+def trained_settings(out: Path) -> dict | None:
+    """The settings of the expert trained in `out`, or None when there is none."""
+    if not (out / "done").is_file():
+        return None
+    return json.loads((out / "history.json").read_text()).get("settings")
 
 
 def dit_options(model: CompositionDiT) -> dict:

@@ -531,16 +531,16 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
 
 
 def add_layout_expert(cfg: PretrainConfig, tokenizer, lm, root: Path) -> None:
-    """Train the layout expert (once: `root/layout_expert`) and rebuild the deep-fusion member with it; the
-    member's earlier test evaluation is dropped so that the run measures it again."""
-    from itercomp.models.layout_expert import train_layout_expert, with_layout_expert
+    """Train the layout expert (`root/layout_expert`, again only when its settings change) and rebuild the
+    deep-fusion member with it; the member's earlier test evaluation is dropped so that the run measures it again."""
+    from itercomp.models.layout_expert import layout_settings, train_layout_expert, trained_settings, with_layout_expert
 
-    member = root / "members" / MEMBER_NAMES["deep_fusion"]
+    member, out = root / "members" / MEMBER_NAMES["deep_fusion"], root / "layout_expert"
     pipe = load_member(member)
     trunk = pipe.transformer
-    if trunk.layout_dit is not None and trunk.config.layout_boundary == cfg.layout_boundary:
-        return
-    expert = train_layout_expert(cfg, tokenizer, lm, trunk, root / "layout_expert")
+    if trunk.layout_dit is not None and trained_settings(out) == layout_settings(cfg):
+        return  # the member holds this expert already
+    expert = train_layout_expert(cfg, tokenizer, lm, trunk, out)
     pipe.register_modules(transformer=with_layout_expert(trunk, expert, cfg.layout_boundary))
     save_member(pipe, member)
     evaluation = root / "eval_test.json"
