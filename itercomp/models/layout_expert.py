@@ -7,7 +7,7 @@ test stays near 1 at every pretraining budget measured), while a fresh DiT train
 thousand steps (`bench/relation_learnability.py`). The expert is trained on `layout_captions` captions of the
 pretraining stream (and their mirror images), each with the mean of `layout_renders` renders as its target, at
 noise levels drawn uniformly from [layout_boundary, 1] on x_t made from one fresh render; an empty caption
-(`caption_dropout`, for guidance) has the mean of all the captions' means. `attach_layout_expert` puts it into
+(`caption_dropout`, for guidance) has the mean of all the captions' means. `with_layout_expert` puts it into
 a member's transformer (`CompositionDiT(layout_expert=...)`), which routes the high-noise rows to it.
 """
 
