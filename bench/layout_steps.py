@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from relation_probe import FLIP, sampled_layout, to_pixels  # noqa: E402  (a sibling bench script)
+from relation_probe import FLIP, command_line, sampled_layout, to_pixels  # noqa: E402  (a sibling bench script)
 from tqdm import tqdm
 
 from itercomp.io import write_json
@@ -83,11 +83,7 @@ def main() -> None:
         rows.append({"alpha": alpha, "cut": cut, "sampled_sign_right": float(np.mean(right)),
                      "flip_same_order": float(np.mean(same)), "flip_pairs_found": len(same)})  # fmt: skip
         print(rows[-1], flush=True)
-    command = "python bench/layout_steps.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {' '.join(v) if isinstance(v, list) else v}")
-        for k, v in vars(args).items()
-        if v is not False
-    )
+    command = command_line("layout_steps", args)
     write_json(Path(args.out), {"command": command, "member": args.member, "trunk": args.trunk, "rows": rows})
 
 

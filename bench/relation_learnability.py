@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from relation_probe import FLIP, relation_statistic  # noqa: E402  (a sibling bench script)
+from relation_probe import FLIP, command_line, relation_statistic  # noqa: E402  (a sibling bench script)
 from tqdm import tqdm
 
 from itercomp.io import write_json
@@ -163,11 +163,7 @@ def main() -> None:
             model.save_pretrained(Path(args.save) / name)
         results[name] = {"options": VARIANTS[name], "parameters": sum(p.numel() for p in model.parameters()),
                          "curve": curve}  # fmt: skip
-    command = "python bench/relation_learnability.py " + " ".join(
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {' '.join(v) if isinstance(v, list) else v}")
-        for k, v in vars(args).items()
-        if v is not False and v is not None
-    )
+    command = command_line("relation_learnability", args)
     write_json(Path(args.out), {"command": command, "results": results})
 
 

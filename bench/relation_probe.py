@@ -37,6 +37,16 @@ NOISE_LEVELS = (1.0, 0.95, 0.9)
 PALETTE = torch.tensor(_COLORS, dtype=torch.float32) * 2 - 1  # background first, as the oracle's labels
 
 
+def command_line(script: str, args) -> str:
+    """The command that reproduces a run of bench/<script>.py with `args` (a switch only when it is on)."""
+    flags = (
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {' '.join(v) if isinstance(v, list) else v}")
+        for k, v in vars(args).items()
+        if v is not False and v is not None
+    )
+    return f"python bench/{script}.py " + " ".join(flags)
+
+
 def axis_and_sign(relation: str) -> tuple[int, int]:
     """(0 for x / 1 for y, +1 when A should sit at larger coordinates than B)."""
     return (0 if relation in ("to the left of", "to the right of") else 1), (
@@ -138,9 +148,7 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
         results[str(path)] = result = probe(pipe, prompts, args.noises, args.renders)
         print(path, result, flush=True)
-    command = "python bench/relation_probe.py " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
-    )
+    command = command_line("relation_probe", args)
     write_json(Path(args.out), {"command": command, "prompts": args.prompts, "split": "val", "members": results})
 
 
