@@ -1,7 +1,7 @@
 """Benchmark: does iterating help? The base model vs rounds 1..R of `itercomp iterate`, and beside them one round
 fine-tuned for the same total number of steps (R x steps per round), on the shapes world's test split.
 
-python bench/iterate.py --rounds 3 --eval-prompts 100 --seeds 4 --steps 100 --out runs/bench-iterate
+python bench/iterate.py --rounds 3 --eval-prompts 100 --seeds 4 --out runs/bench-iterate
 (--config FILE: an IterateConfig YAML for every other setting; --resume continues both runs)
 
 Both runs share every setting but the fine-tuning steps and the number of rounds, so their round 1 ranks the same
@@ -48,19 +48,31 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def paired(means: dict, other: dict) -> dict[str, tuple[float, float]]:
+    """Per aspect, and for the mean of the three reward aspects: `means` - `other` paired by prompt, +- SE (the
+    aspects' prompts are independent, so the mean's SE is the root of the summed squares over 3)."""
+    diffs = {a: mean_and_se([means[a][p] - other[a][p] for p in means[a]]) for a in ASPECTS}
+    diffs["mean of 3"] = (
+        sum(diffs[a][0] for a in REWARD_ASPECTS) / len(REWARD_ASPECTS),
+        math.sqrt(sum(diffs[a][1] ** 2 for a in REWARD_ASPECTS)) / len(REWARD_ASPECTS),
+    )
+    return diffs
+
+
 def model_row(layout: RunLayout, k: int, base: dict) -> dict:
-    """Per aspect: accuracy +- SE, mean soft score, and the paired difference to the base model (+- SE)."""
+    """Per aspect: accuracy +- SE, mean soft score, and the paired difference to the base model (+- SE); and the
+    mean of the three reward aspects' differences."""
     means = prompt_means(layout, k)
     scores = read_json(layout.stage(k, "eval") / "eval.json")
+    diffs = paired(means, base)
     row = {}
     for aspect in ASPECTS:
-        per_prompt = means[aspect]
-        accuracy, se = mean_and_se(list(per_prompt.values()))
-        diff, diff_se = mean_and_se([per_prompt[p] - base[aspect][p] for p in per_prompt])
+        accuracy, se = mean_and_se(list(means[aspect].values()))
         row[aspect] = {
             "accuracy": accuracy, "accuracy_se": se, "mean_score": scores[aspect]["mean_score"],
-            "images": scores[aspect]["n"], "vs_base": diff, "vs_base_se": diff_se,
+            "images": scores[aspect]["n"], "vs_base": diffs[aspect][0], "vs_base_se": diffs[aspect][1],
         }  # fmt: skip
+    row["mean of 3"] = {"vs_base": diffs["mean of 3"][0], "vs_base_se": diffs["mean of 3"][1]}
     return row
 
 
@@ -75,21 +87,28 @@ def run_loop(values: dict, resume: bool) -> tuple[dict, float]:
 
 def table(rows: list[tuple[str, dict]]) -> str:
     """Per cell: accuracy ± SE (paired difference to the base model), mean soft score."""
-    lines = ["| model | " + " | ".join(ASPECTS) + " |", "|---" * (len(ASPECTS) + 1) + "|"]
+    lines = ["| model | " + " | ".join(ASPECTS) + " | mean of 3, gain |", "|---" * (len(ASPECTS) + 2) + "|"]
     for name, row in rows:
         cells = [
             f"{row[a]['accuracy']:.3f} ± {row[a]['accuracy_se']:.3f} ({row[a]['vs_base']:+.3f}), "
             f"score {row[a]['mean_score']:.3f}"
             for a in ASPECTS
         ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        gain = row["mean of 3"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {gain['vs_base']:+.3f} ± {gain['vs_base_se']:.3f} |")
     return "\n".join(lines)
+
+
+def comparison(name: str, diffs: dict[str, tuple[float, float]]) -> str:
+    return f"{name}, paired by prompt: " + ", ".join(f"{a} {d:+.3f} ± {se:.3f}" for a, (d, se) in diffs.items())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the iterative run (default 3)")
-    parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps per round (default 100)")
+    default_steps = IterateConfig().finetune["max_steps"]
+    parser.add_argument("--steps", type=int, default=default_steps,
+                        help=f"fine-tuning steps per round (default {default_steps}, the loop's)")  # fmt: skip
     parser.add_argument("--eval-prompts", type=int, default=100, help="test prompts per aspect (default 100)")
     parser.add_argument("--seeds", type=int, default=4, help="seeds per test prompt (default 4)")
     parser.add_argument("--config", type=Path, help="IterateConfig YAML for every other setting")
@@ -120,7 +139,8 @@ def main() -> None:
     rows = [("base (round 0)", model_row(a, 0, base))]
     rows += [(f"round {k} ({k * args.steps} steps)", model_row(a, k, base)) for k in range(1, args.rounds + 1)]
     rows.append((f"single round ({args.rounds * args.steps} steps)", model_row(b, 1, base)))
-    text = table(rows)
+    rounds_vs_single = paired(prompt_means(a, args.rounds), prompt_means(b, 1))
+    text = table(rows) + "\n" + comparison(f"{args.rounds} rounds - one round of equal steps", rounds_vs_single)
     print(text)
     write_json(
         args.json,
@@ -130,6 +150,7 @@ def main() -> None:
             "note": "accuracy: mean over test prompts of the share of seeds the oracle calls correct; se by prompt; "
             "vs_base: paired difference to the base model on the same prompts and seeds",
             "models": {name: row for name, row in rows},
+            "rounds_vs_single": {k: {"diff": d, "se": se} for k, (d, se) in rounds_vs_single.items()},
             "rewards_per_round": {
                 e["round"]: {asp: (e.get("rewards") or {}).get(asp, {}).get("pair_accuracy") for asp in REWARD_ASPECTS}
                 for e in report_iterative["rounds"] if e["round"] > 0
