@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -251,6 +253,10 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain, "train_dit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     pretrain.run_pretrain(cfg, resume=True)
     assert (run / "dit_pooled" / "history.json").read_text() == history
+    # A copy of the run folder resumes in its new place: the folder is not a training setting.
+    shutil.copytree(run, tmp_path / "copy", symlinks=True)
+    pretrain.run_pretrain(dataclasses.replace(cfg, output_dir=str(tmp_path / "copy")), resume=True)
+    assert (tmp_path / "copy" / "dit_pooled" / "history.json").read_text() == history
 
     exported = pretrain.export_weights(run, tmp_path / "weights")
     assert sorted(p.name for p in exported) == ["base", "last_layer", "pooled"]
