@@ -37,14 +37,14 @@ def test_pipeline_round_trip_gives_identical_images(tmp_path):
     assert np.array_equal(a, b)
 
 
-def test_stochastic_sampling_is_seeded_per_image_and_round_trips(tmp_path):
-    tokenizer, lm, dit, cfg = _tiny(stochastic_sampling=True)
+def test_sampler_eta_is_seeded_per_image_and_round_trips(tmp_path):
+    tokenizer, lm, dit, cfg = _tiny(sampler_eta=0.7)
     for p in dit.parameters():
         p.data.normal_(0, 0.05)
     pipe = make_pipeline(tokenizer, lm, dit, cfg)
     pipe.save_pretrained(tmp_path)
     loaded = ShapesDiTPipeline.from_pretrained(tmp_path)
-    assert loaded.scheduler.config.stochastic_sampling
+    assert type(loaded.scheduler).__name__ == "FlowMatchEtaScheduler" and loaded.scheduler.config.eta == 0.7
     prompts, kwargs = ["a red circle and a blue square"] * 2, dict(num_inference_steps=4, output_type="pt")
 
     def sample(p, seeds):
@@ -257,6 +257,15 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
     shutil.copytree(run, tmp_path / "copy", symlinks=True)
     pretrain.run_pretrain(dataclasses.replace(cfg, output_dir=str(tmp_path / "copy")), resume=True)
     assert (tmp_path / "copy" / "dit_pooled" / "history.json").read_text() == history
+    # A new sampler is a sampling setting: the resumed copy gives every member the new scheduler (nothing retrained)
+    # and measures the members again.
+    evaluation = tmp_path / "copy" / "eval_test.json"
+    evaluation.write_text(json.dumps({name: {"stale": True} for name in ("base", "pooled", "last_layer")}))
+    pretrain.run_pretrain(dataclasses.replace(cfg, output_dir=str(tmp_path / "copy"), sampler_eta=0.7), resume=True)
+    for name in ("base", "pooled", "last_layer"):
+        assert pretrain.load_member(tmp_path / "copy" / "members" / name).scheduler.config.eta == 0.7
+    assert all("stale" not in entry for entry in json.loads(evaluation.read_text()).values())
+    assert (tmp_path / "copy" / "dit_pooled" / "history.json").read_text() == history
 
     exported = pretrain.export_weights(run, tmp_path / "weights")
     assert sorted(p.name for p in exported) == ["base", "last_layer", "pooled"]
@@ -451,3 +460,10 @@ def test_evaluation_counts_objects_drawn_and_coverage():
     blank = evaluate_pipeline(Renderer(blank=True), prompts)["summary"]
     assert drawn["attribute_binding"]["object_accuracy"] == 1.0 and blank["attribute_binding"]["object_accuracy"] == 0
     assert 0.02 < drawn["attribute_binding"]["coverage"] < 0.5 and blank["attribute_binding"]["coverage"] == 0
+
+
+def test_a_saved_stochastic_sampling_setting_reads_as_eta():
+    from itercomp.config import config_from_dict
+
+    assert config_from_dict(PretrainConfig, {"stochastic_sampling": True}).sampler_eta == 1.0  # all noise fresh
+    assert config_from_dict(PretrainConfig, {"stochastic_sampling": False}).sampler_eta == 0.0  # the ODE

@@ -336,6 +336,28 @@ def test_oracle_reward_scores_renders_and_refuses_gradient_modes(tmp_path):
         finetune(shapes_pipeline(), OracleReward(), PROMPTS, config(tmp_path, max_steps=1))
 
 
+def test_sampling_with_fresh_noise_draws_it_from_each_images_generator():
+    from accelerate import Accelerator
+
+    from itercomp.models.scheduler import FlowMatchEtaScheduler
+
+    pipe = tiny("shapes")
+    pipe.scheduler = FlowMatchEtaScheduler.from_config(pipe.scheduler.config, eta=0.7)
+    adapter, settings = make_adapter(pipe), config(Path("unused"), guidance_scale=1.0)
+    prompts = ["a red circle", "a blue square"]
+
+    def draw(seeds):
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        return sample_and_score(adapter, channel_reward, prompts, generators, settings, Accelerator(cpu=True))[0]
+
+    first = draw((1, 2))
+    assert torch.equal(first, draw((1, 2)))  # seeded by the generators, not the global RNG
+    assert torch.equal(draw((1, 3))[0], first[0]) and not torch.equal(draw((1, 3))[1], first[1])
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    own = pipe(prompts, num_inference_steps=4, guidance_scale=1.0, generator=generators, output_type="pt").images
+    assert torch.allclose(first, own, atol=1e-5)  # what the fine-tuner trains on is what the pipeline draws
+
+
 def test_x0_formulas_match_the_ddim_scheduler():
     from diffusers import DDIMScheduler
 

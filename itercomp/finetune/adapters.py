@@ -6,7 +6,7 @@
     adapter.set_timesteps(num_steps)
     for i in range(num_steps):
         output = adapter.predict(latents, i, cond, guidance_scale)   # the denoiser's own parameterisation
-        latents = adapter.step(output, i, latents)                   # or, at the scored step:
+        latents = adapter.step(output, i, latents, generators)       # or, at the scored step:
         x0 = adapter.x0(latents, output, i)
     images = adapter.decode(x0)                          # B x 3 x H x W in [0, 1], differentiable
     loss = adapter.pretrain_loss(images, prompts, generator)   # the denoising loss, for the regulariser
@@ -19,6 +19,7 @@ the accelerate-wrapped denoiser so that data-parallel gradients synchronise.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,8 +145,10 @@ class FeedbackAdapter(ABC):
         positive, null = out.chunk(2)
         return null + guidance_scale * (positive - null)
 
-    def step(self, output: torch.Tensor, i: int, latents: torch.Tensor) -> torch.Tensor:
-        return self.scheduler.step(output, self.timesteps[i], latents, return_dict=False)[0]
+    def step(self, output: torch.Tensor, i: int, latents: torch.Tensor, generator=None) -> torch.Tensor:
+        # As diffusers' pipelines do (`prepare_extra_step_kwargs`): only schedulers whose step draws noise take one.
+        extra = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        return self.scheduler.step(output, self.timesteps[i], latents, return_dict=False, **extra)[0]
 
     @abstractmethod
     def initial_latents(self, generators: list[torch.Generator]) -> torch.Tensor:
@@ -236,9 +239,9 @@ class ShapesAdapter(FeedbackAdapter):
         t = self.timesteps[i].expand(latents.shape[0])
         return self.model(latents, t, cond["hidden_states"], cond["mask"])
 
-    def step(self, output, i, latents):
+    def step(self, output, i, latents, generator=None):
         velocity = output_to_velocity(output, latents, self.sigma(i), self.denoiser.config.prediction_type)
-        return super().step(velocity, i, latents)
+        return super().step(velocity, i, latents, generator)
 
     def x0(self, latents, output, i):
         return output_to_x0(output, latents, self.sigma(i), self.denoiser.config.prediction_type)

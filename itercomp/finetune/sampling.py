@@ -14,15 +14,24 @@ from itercomp.errors import ItercompError
 from itercomp.finetune.adapters import Conditioning, FeedbackAdapter
 
 
-def denoise(adapter: FeedbackAdapter, latents, cond: Conditioning, steps, guidance_scale: float, score_last: bool):
+def denoise(
+    adapter: FeedbackAdapter,
+    latents,
+    cond: Conditioning,
+    steps,
+    guidance_scale: float,
+    score_last: bool,
+    generator=None,
+):
     """Run the sampling steps `steps` from `latents`; with `score_last`, return the x0 prediction at the last of
-    them (the image that is decoded and scored) instead of stepping past it."""
+    them (the image that is decoded and scored) instead of stepping past it. A scheduler that draws fresh noise
+    per step draws it from `generator` (the images' own generators)."""
     steps = list(steps)
     for i in steps:
         output = adapter.predict(latents, i, cond, guidance_scale)
         if score_last and i == steps[-1]:
             return adapter.x0(latents, output, i)
-        latents = adapter.step(output, i, latents)
+        latents = adapter.step(output, i, latents, generator)
     return latents
 
 
@@ -59,7 +68,7 @@ def sample_and_score(adapter, reward_fn, prompts: list[str], generators, config,
     adapter.set_timesteps(config.num_inference_steps)
     steps = range(config.num_inference_steps)
     with accelerator.autocast():
-        images = adapter.decode(denoise(adapter, latents, cond, steps, config.guidance_scale, score_last=True))
+        images = adapter.decode(denoise(adapter, latents, cond, steps, config.guidance_scale, True, generators))
         images = images.float()
         rewards = check_rewards(reward_fn(images, prompts), len(prompts), config.reward_weights)
     return images, rewards

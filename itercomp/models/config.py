@@ -21,6 +21,7 @@ class PretrainConfig:
         "steps": "max_steps",
         "grad_clip": "max_grad_norm",
         "ema_max_decay": "ema_decay",
+        "stochastic_sampling": "sampler_eta",  # true is eta 1
     }
 
     output_dir: str = field(default="runs/pretrain", metadata={"help": "where every stage writes its output"})
@@ -133,11 +134,11 @@ class PretrainConfig:
     num_inference_steps: int = field(default=20, metadata={"help": "sampler steps of the shipped pipelines"})
     guidance_scale: float = field(default=3.0, metadata={"help": "classifier-free guidance of evaluation"})
     shift: float = field(default=1.0, metadata={"help": "timestep shift of the flow-matching scheduler"})
-    stochastic_sampling: bool = field(
-        default=False,
+    sampler_eta: float = field(
+        default=0.0,
         metadata={
-            "help": "ancestral flow sampling: each step re-noises the x0 estimate with fresh noise instead of "
-            "following the ODE (diffusers' FlowMatchEulerDiscreteScheduler option)"
+            "help": "share of each sampler step's noise drawn fresh (DDIM's eta for flow matching): 0 follows the "
+            "ODE, 1 re-noises the x0 estimate with fresh noise (diffusers' stochastic_sampling)"
         },
     )
     eval_prompts: int = field(default=100, metadata={"help": "test prompts per aspect in the final evaluation"})

@@ -13,9 +13,11 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-# model_index.json names the transformer's library `itercomp.models.dit`; diffusers can only load it once the
-# module is imported, so importing the pipeline must import it.
+# model_index.json names the transformer's and the scheduler's libraries `itercomp.models.dit` and
+# `itercomp.models.scheduler`; diffusers can only load them once the modules are imported, so importing the
+# pipeline must import them.
 import itercomp.models.dit  # noqa: F401
+import itercomp.models.scheduler  # noqa: F401
 from itercomp.models.language import tokenize
 from itercomp.models.training import output_to_velocity
 
@@ -103,8 +105,8 @@ class ShapesDiTPipeline(DiffusionPipeline):
                 sigma = t / self.scheduler.config.num_train_timesteps
                 x0 = dynamic_threshold(latents - sigma * v, dynamic_thresholding_ratio)
                 v = (latents - x0) / sigma.clamp(min=1e-4)
-            # A stochastic scheduler (`stochastic_sampling=True`: x0 re-noised with fresh noise at every step) draws
-            # that noise from the caller's generators, so a seeded call stays reproducible.
+            # A scheduler that draws fresh noise at each step (`FlowMatchEtaScheduler` with eta > 0) draws it from
+            # the caller's generators, so a seeded call stays reproducible.
             latents = self.scheduler.step(v, t, latents, generator=generator).prev_sample
         images = self.decode(latents)
         if output_type == "pt":

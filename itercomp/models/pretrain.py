@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 from tqdm import tqdm
 from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -32,6 +31,7 @@ from itercomp.models.language import (
     tokenize,
 )
 from itercomp.models.pipeline import ShapesDiTPipeline
+from itercomp.models.scheduler import FlowMatchEtaScheduler
 from itercomp.models.training import (
     ema_decay,
     ema_update,
@@ -99,11 +99,12 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
     )
 
 
+def make_scheduler(cfg: PretrainConfig) -> FlowMatchEtaScheduler:
+    return FlowMatchEtaScheduler(num_train_timesteps=1000, shift=cfg.shift, eta=cfg.sampler_eta)
+
+
 def make_pipeline(tokenizer, lm, dit, cfg: PretrainConfig) -> ShapesDiTPipeline:
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000, shift=cfg.shift, stochastic_sampling=cfg.stochastic_sampling
-    )
-    return ShapesDiTPipeline(tokenizer=tokenizer, text_encoder=lm, transformer=dit, scheduler=scheduler)
+    return ShapesDiTPipeline(tokenizer=tokenizer, text_encoder=lm, transformer=dit, scheduler=make_scheduler(cfg))
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -455,7 +456,7 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> bo
 # The layout expert is trained after the DiT, so its settings may change too (the member is rebuilt with it).
 RESUMABLE_CHANGES = ("output_dir", "max_steps", "threads", "parallel", "sitting_minutes", "checkpoint_every",
                      "eval_every", "eval_prompts", "eval_seeds", "conditionings", "layout_expert_steps",
-                     "layout_boundary", "layout_captions", "layout_renders")  # fmt: skip
+                     "layout_boundary", "layout_captions", "layout_renders", "sampler_eta")  # fmt: skip
 
 
 def check_resume(cfg: PretrainConfig, root: Path, resume: bool) -> None:
@@ -523,6 +524,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
         return {"members": {}, "eval": {}, "timings": timings, "finished": False}
     if cfg.layout_expert_steps and "deep_fusion" in cfg.conditionings:
         timed("layout_expert", lambda: add_layout_expert(cfg, tokenizer, lm, root))
+    update_samplers(cfg, members, root)
     results = timed("evaluation", lambda: evaluate_members(cfg, members, root / "eval_test.json"))
     training = sum(v for k, v in timings.items() if k != "evaluation")
     print(f"pretraining took {training / 60:.1f} min (+ {timings.get('evaluation', 0) / 60:.1f} min evaluation)")
@@ -543,9 +545,25 @@ def add_layout_expert(cfg: PretrainConfig, tokenizer, lm, root: Path) -> None:
     expert = train_layout_expert(cfg, tokenizer, lm, trunk, out)
     pipe.register_modules(transformer=with_layout_expert(trunk, expert, cfg.layout_boundary))
     save_member(pipe, member)
+    forget_evaluation(root, member.name)
+
+
+def update_samplers(cfg: PretrainConfig, members: dict[str, Path], root: Path) -> None:
+    """Give each finished member the run's sampler (`sampler_eta` may change on resume: it alters sampling, not
+    training); a member whose sampler changed is measured again."""
+    for name, path in members.items():
+        pipe = load_member(path)
+        if pipe.scheduler.config.get("eta", 0.0) != cfg.sampler_eta:
+            pipe.register_modules(scheduler=make_scheduler(cfg))
+            save_member(pipe, path)
+            forget_evaluation(root, name)
+
+
+def forget_evaluation(root: Path, member: str) -> None:
+    """Drop a member's entry from the run's test evaluation, so that the run measures it again."""
     evaluation = root / "eval_test.json"
     if evaluation.is_file():
-        write_json(evaluation, {k: v for k, v in json.loads(evaluation.read_text()).items() if k != member.name})
+        write_json(evaluation, {k: v for k, v in json.loads(evaluation.read_text()).items() if k != member})
 
 
 def export_weights(run_dir: Path, dest: Path, fp16: bool = True) -> list[Path]:

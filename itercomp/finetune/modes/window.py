@@ -46,14 +46,14 @@ class WindowMode(FeedbackMode):
         latents = adapter.initial_latents(generators)
         adapter.set_timesteps(config.num_inference_steps)
         with torch.no_grad():
-            latents = denoise(adapter, latents, cond, range(window[0]), config.guidance_scale, False)
-        return MicroBatch(prompts, {"cond": cond, "latents": latents}, window)
+            latents = denoise(adapter, latents, cond, range(window[0]), config.guidance_scale, False, generators)
+        return MicroBatch(prompts, {"cond": cond, "latents": latents, "generators": generators}, window)
 
     def loss(self, batch, rng):
         weights = self.config.reward_weights
-        x0 = denoise(
-            self.adapter, batch.data["latents"], batch.data["cond"], batch.grad_steps, self.grad_guidance, True
-        )
+        data = batch.data
+        x0 = denoise(self.adapter, data["latents"], data["cond"], batch.grad_steps, self.grad_guidance, True,
+                     data["generators"])  # fmt: skip
         images = self.adapter.decode(x0).float()
         rewards = check_rewards(self.reward_fn(images, batch.prompts), len(batch.prompts), weights)
         return feedback_loss(rewards, weights, self.settings.reward_hinge, self.settings.reward_loss_scale), rewards
