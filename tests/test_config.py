@@ -154,7 +154,7 @@ def test_the_loop_fine_tunes_with_the_recipe_under_its_overrides_typed_once():
         if f.name not in (*budget, *RECIPE_RUN_KEYS):
             assert getattr(default, f.name) == getattr(recipe, f.name), f.name
     assert default.max_steps == budget["max_steps"] <= recipe.max_steps  # a round is at most one recipe run
-    assert default.batch_size == recipe.batch_size  # a round is the recipe's steps, fewer of them
+    assert default.batch_size == budget["batch_size"] < recipe.batch_size
     assert default.cpu is False and default.threads is None  # the recipe's machine settings stay the recipe's
     config = load_iterate_config(_iterate_args(["--finetune", "learning_rate=3e-6", "max_steps=7"]))
     assert config.finetune["learning_rate"] == "3e-6"  # text until the fine-tuning config class types it
