@@ -453,7 +453,8 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> bo
 
 # Settings a resumed run may change: they do not alter what has been trained so far (`steps` extends or
 # shortens the cosine schedule from the current step on; a run folder may be moved or copied, so `output_dir`).
-# The layout expert is trained after the DiT, so its settings may change too (the member is rebuilt with it).
+# The layout expert is trained after the DiT, so its settings may change too (the member is rebuilt with it), and
+# the sampler's eta changes sampling only (the members get the new scheduler).
 RESUMABLE_CHANGES = ("output_dir", "max_steps", "threads", "parallel", "sitting_minutes", "checkpoint_every",
                      "eval_every", "eval_prompts", "eval_seeds", "conditionings", "layout_expert_steps",
                      "layout_boundary", "layout_captions", "layout_renders", "sampler_eta")  # fmt: skip
