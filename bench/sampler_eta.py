@@ -21,7 +21,7 @@ from itercomp.io import write_json
 from itercomp.loop.report import paired_gain
 from itercomp.models.evaluate import evaluate_pipeline, evaluation_prompts
 from itercomp.models.pretrain import load_member
-from itercomp.models.scheduler import FlowMatchEtaScheduler
+from itercomp.models.scheduler import FlowMatchEtaScheduler, scheduler_eta
 from itercomp.world.vocab import REWARD_ASPECTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +46,10 @@ def main() -> None:
     config = pipe.scheduler.config
     prompts = evaluation_prompts(args.prompts, args.split, aspects=REWARD_ASPECTS)
     results = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "member_eta": config.get("eta", 1.0 if config.get("stochastic_sampling") else 0.0), "etas": {}}  # fmt: skip
+               "member_eta": scheduler_eta(config), "etas": {}}  # fmt: skip
     first = None
     for eta in args.etas:
-        options = {k: v for k, v in config.items() if not k.startswith("_") and k != "stochastic_sampling"}
-        pipe.scheduler = FlowMatchEtaScheduler.from_config({**options, "eta": eta})
+        pipe.scheduler = FlowMatchEtaScheduler.from_config(config, eta=eta, stochastic_sampling=False)
         started = time.perf_counter()
         evaluation = evaluate_pipeline(
             pipe, prompts, seeds=range(args.seeds), num_inference_steps=args.steps, guidance_scale=args.guidance

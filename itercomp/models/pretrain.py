@@ -31,7 +31,7 @@ from itercomp.models.language import (
     tokenize,
 )
 from itercomp.models.pipeline import ShapesDiTPipeline
-from itercomp.models.scheduler import FlowMatchEtaScheduler
+from itercomp.models.scheduler import FlowMatchEtaScheduler, scheduler_eta
 from itercomp.models.training import (
     ema_decay,
     ema_update,
@@ -553,8 +553,8 @@ def update_samplers(cfg: PretrainConfig, members: dict[str, Path], root: Path) -
     """Give each finished member the run's sampler (`sampler_eta` may change on resume: it alters sampling, not
     training); a member whose sampler changed is measured again."""
     for name, path in members.items():
-        pipe = load_member(path)
-        if pipe.scheduler.config.get("eta", 0.0) != cfg.sampler_eta:
+        if scheduler_eta(json.loads((path / "scheduler" / "scheduler_config.json").read_text())) != cfg.sampler_eta:
+            pipe = load_member(path)
             pipe.register_modules(scheduler=make_scheduler(cfg))
             save_member(pipe, path)
             forget_evaluation(root, name)

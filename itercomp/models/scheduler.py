@@ -18,6 +18,12 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.utils.torch_utils import randn_tensor
 
 
+def scheduler_eta(config) -> float:
+    """The share of fresh noise a flow-matching scheduler's config samples with: its `eta`, or diffusers'
+    `stochastic_sampling` (eta 1) for a plain `FlowMatchEulerDiscreteScheduler`."""
+    return config.get("eta", 1.0 if config.get("stochastic_sampling") else 0.0)
+
+
 def eta_step(sample, velocity, sigma, sigma_next, eta: float, noise):
     """One step from noise level `sigma` to `sigma_next` with a share `eta` of fresh `noise` (see the module)."""
     x0 = sample - sigma * velocity
@@ -27,7 +33,7 @@ def eta_step(sample, velocity, sigma, sigma_next, eta: float, noise):
 
 # diffusers loads a pipeline component of another library by looking its base class up in that module, so
 # model_index.json's `itercomp.models.scheduler` must hold `SchedulerMixin`.
-__all__ = ["FlowMatchEtaScheduler", "SchedulerMixin", "eta_step"]
+__all__ = ["FlowMatchEtaScheduler", "SchedulerMixin", "eta_step", "scheduler_eta"]
 
 
 class FlowMatchEtaScheduler(FlowMatchEulerDiscreteScheduler):
