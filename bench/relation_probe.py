@@ -76,15 +76,17 @@ def to_pixels(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def sampled_layout(pipe, prompt: str, seed: int) -> tuple[float | None, bool | None]:
-    """Sample the prompt and its flipped prompt with the same seed: A's offset from B along the relation's axis
-    (positive = the named side) in the prompt's image, and whether the flipped prompt's image keeps A and B in the
-    same order. None where an object is missing."""
+def sampled_layout(pipe, prompt: str, seed: int, **sampling) -> tuple[float | None, bool | None]:
+    """Sample the prompt and its flipped prompt with the same seed (and the pipeline's `sampling` arguments): A's
+    offset from B along the relation's axis (positive = the named side) in the prompt's image, and whether the
+    flipped prompt's image keeps A and B in the same order. None where an object is missing."""
     scene = parse(prompt)
     relation = scene.relations[0]
     a, b = scene.objects[relation.subject], scene.objects[relation.object]
     generators = [torch.Generator().manual_seed(seed) for _ in range(2)]
-    images = pipe([prompt, prompt.replace(relation.name, FLIP[relation.name])], generator=generators, output_type="np")
+    images = pipe(
+        [prompt, prompt.replace(relation.name, FLIP[relation.name])], generator=generators, output_type="np", **sampling
+    )
     found, found_flipped = (centroids(image, a.color, b.color) for image in images.images)
     if found is None:
         return None, None

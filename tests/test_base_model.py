@@ -266,6 +266,23 @@ def test_pretrain_runs_every_stage_resumes_and_exports(tmp_path, monkeypatch):
         assert pretrain.load_member(tmp_path / "copy" / "members" / name).scheduler.config.eta == 0.7
     assert all("stale" not in entry for entry in json.loads(evaluation.read_text()).values())
     assert (tmp_path / "copy" / "dit_pooled" / "history.json").read_text() == history
+    # Fresh noise only below a noise level is a sampling setting too.
+    evaluation.write_text(json.dumps({name: {"stale": True} for name in ("base", "pooled", "last_layer")}))
+    later = dataclasses.replace(cfg, output_dir=str(tmp_path / "copy"), sampler_eta=0.7, sampler_eta_below=0.6)
+    pretrain.run_pretrain(later, resume=True)
+    scheduler = pretrain.load_member(tmp_path / "copy" / "members" / "base").scheduler
+    assert (scheduler.config.eta, scheduler.config.eta_below) == (0.7, 0.6)
+    assert all("stale" not in entry for entry in json.loads(evaluation.read_text()).values())
+    # A raised max_steps extends a finished run: the DiTs train on from their checkpoints, the members are saved
+    # again and measured again.
+    monkeypatch.undo()
+    evaluation.write_text(json.dumps({name: {"stale": True} for name in ("base", "pooled", "last_layer")}))
+    pretrain.run_pretrain(dataclasses.replace(later, max_steps=cfg.max_steps + 2), resume=True)
+    extended = (tmp_path / "copy" / "dit_pooled" / "history.json").read_text()
+    steps = [[h for h in json.loads(text)["history"] if "loss" in h] for text in (history, extended)]
+    assert steps[1][: len(steps[0])] == steps[0]  # the first 3 steps kept, the run went on from its checkpoint
+    assert torch.load(tmp_path / "copy" / "dit_pooled" / "checkpoint.pt")["step"] == cfg.max_steps + 2
+    assert all("stale" not in entry for entry in json.loads(evaluation.read_text()).values())
 
     exported = pretrain.export_weights(run, tmp_path / "weights")
     assert sorted(p.name for p in exported) == ["base", "last_layer", "pooled"]

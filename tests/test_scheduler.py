@@ -4,18 +4,19 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from itercomp.models.scheduler import FlowMatchEtaScheduler, eta_step
+from itercomp.models.scheduler import FlowMatchEtaScheduler, eta_step, fresh_noise
 
 
-def _run(scheduler, seed=0, steps=5):
+def _run(scheduler, seed=0, steps=5, trajectory=False):
     torch.manual_seed(seed)
     scheduler.set_timesteps(steps)
-    x = torch.randn(2, 3, 4, 4)
+    x, xs = torch.randn(2, 3, 4, 4), []
     for i, t in enumerate(scheduler.timesteps):
         v = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(100 + i))
         noise = [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)]
         x = scheduler.step(v, t, x, generator=noise).prev_sample
-    return x
+        xs.append(x)
+    return xs if trajectory else x
 
 
 def test_eta_0_is_the_euler_step_and_eta_1_is_diffusers_stochastic_sampling():
@@ -23,6 +24,17 @@ def test_eta_0_is_the_euler_step_and_eta_1_is_diffusers_stochastic_sampling():
     stochastic = _run(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True))
     assert torch.allclose(_run(FlowMatchEtaScheduler(eta=1.0)), stochastic, atol=1e-6)
     assert not torch.allclose(_run(FlowMatchEtaScheduler(eta=0.5)), stochastic)
+
+
+def test_eta_below_draws_fresh_noise_only_on_the_steps_that_end_below_it():
+    # 5 steps: noise levels 1 -> 0.75 -> 0.5005 -> 0.25 -> 0.001 -> 0; with eta_below 0.5 the first two are Euler
+    euler = _run(FlowMatchEtaScheduler(), trajectory=True)
+    late = _run(FlowMatchEtaScheduler(eta=0.7, eta_below=0.5), trajectory=True)
+    assert all(torch.equal(a, b) for a, b in zip(euler[:2], late[:2]))
+    assert not torch.allclose(euler[2], late[2])
+    everywhere = _run(FlowMatchEtaScheduler(eta=0.7), trajectory=True)
+    assert torch.equal(_run(FlowMatchEtaScheduler(eta=0.7, eta_below=1.0)), everywhere[-1])
+    assert not torch.allclose(everywhere[0], euler[0])
 
 
 def test_eta_step_keeps_the_clean_estimate_and_the_noise_level():
@@ -38,9 +50,16 @@ def test_eta_step_keeps_the_clean_estimate_and_the_noise_level():
 
 
 def test_eta_round_trips_and_bad_values_are_refused(tmp_path):
-    FlowMatchEtaScheduler(shift=3.0, eta=0.7).save_pretrained(tmp_path)
+    FlowMatchEtaScheduler(shift=3.0, eta=0.7, eta_below=0.6).save_pretrained(tmp_path)
     loaded = FlowMatchEtaScheduler.from_pretrained(tmp_path)
-    assert (loaded.config.eta, loaded.config.shift) == (0.7, 3.0)
+    assert (loaded.config.eta, loaded.config.eta_below, loaded.config.shift) == (0.7, 0.6, 3.0)
+    assert fresh_noise(loaded.config) == {"eta": 0.7, "eta_below": 0.6}
+    assert fresh_noise(FlowMatchEulerDiscreteScheduler(stochastic_sampling=True).config) == {
+        "eta": 1.0,
+        "eta_below": 1.0,
+    }
+    with pytest.raises(ValueError, match=r"eta_below must be a noise level in \(0, 1\]"):
+        FlowMatchEtaScheduler(eta=0.7, eta_below=0.0)
     with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
         FlowMatchEtaScheduler(eta=1.5)
     with pytest.raises(ValueError, match="not both"):

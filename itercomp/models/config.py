@@ -141,6 +141,13 @@ class PretrainConfig:
             "ODE, 1 re-noises the x0 estimate with fresh noise (diffusers' stochastic_sampling)"
         },
     )
+    sampler_eta_below: float = field(
+        default=1.0,
+        metadata={
+            "help": "fresh noise only on the sampler steps that end below this noise level (1: every step); the "
+            "steps above follow the ODE and keep the layout the first steps drew"
+        },
+    )
     eval_prompts: int = field(default=100, metadata={"help": "test prompts per aspect in the final evaluation"})
     eval_seeds: int = field(default=1, metadata={"help": "seeds per test prompt in the final evaluation"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})

@@ -31,7 +31,7 @@ from itercomp.models.language import (
     tokenize,
 )
 from itercomp.models.pipeline import ShapesDiTPipeline
-from itercomp.models.scheduler import FlowMatchEtaScheduler, scheduler_eta
+from itercomp.models.scheduler import FlowMatchEtaScheduler, fresh_noise
 from itercomp.models.training import (
     ema_decay,
     ema_update,
@@ -100,7 +100,9 @@ def build_dit(cfg: PretrainConfig, conditioning: str, lm) -> CompositionDiT:
 
 
 def make_scheduler(cfg: PretrainConfig) -> FlowMatchEtaScheduler:
-    return FlowMatchEtaScheduler(num_train_timesteps=1000, shift=cfg.shift, eta=cfg.sampler_eta)
+    return FlowMatchEtaScheduler(
+        num_train_timesteps=1000, shift=cfg.shift, eta=cfg.sampler_eta, eta_below=cfg.sampler_eta_below
+    )
 
 
 def make_pipeline(tokenizer, lm, dit, cfg: PretrainConfig) -> ShapesDiTPipeline:
@@ -451,13 +453,22 @@ def _train_member(job, tokenizer=None, lm=None, images=None, prompts=None) -> bo
     return True
 
 
+def member_finished(cfg: PretrainConfig, root: Path, conditioning: str) -> bool:
+    """Whether a conditioning's member is saved from a DiT that trained `max_steps` steps: a resumed run with a
+    raised `max_steps` trains the DiT on from its checkpoint and saves the member again."""
+    checkpoint = root / f"dit_{conditioning}" / "checkpoint.pt"
+    if not (root / "members" / MEMBER_NAMES[conditioning] / "done").is_file():
+        return False
+    return not checkpoint.is_file() or torch.load(checkpoint, weights_only=True)["step"] >= cfg.max_steps
+
+
 # Settings a resumed run may change: they do not alter what has been trained so far (`steps` extends or
 # shortens the cosine schedule from the current step on; a run folder may be moved or copied, so `output_dir`).
 # The layout expert is trained after the DiT, so its settings may change too (the member is rebuilt with it), and
-# the sampler's eta changes sampling only (the members get the new scheduler).
+# the sampler's fresh noise changes sampling only (the members get the new scheduler).
 RESUMABLE_CHANGES = ("output_dir", "max_steps", "threads", "parallel", "sitting_minutes", "checkpoint_every",
                      "eval_every", "eval_prompts", "eval_seeds", "conditionings", "layout_expert_steps",
-                     "layout_boundary", "layout_captions", "layout_renders", "sampler_eta")  # fmt: skip
+                     "layout_boundary", "layout_captions", "layout_renders", "sampler_eta", "sampler_eta_below")  # fmt: skip
 
 
 def check_resume(cfg: PretrainConfig, root: Path, resume: bool) -> None:
@@ -508,7 +519,7 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
     if not cfg.streaming:
         timed("caption_states", lambda: encode_captions(cfg, tokenizer, lm, prompts, root / "caption_states.pt"))
     members = {MEMBER_NAMES[c]: root / "members" / MEMBER_NAMES[c] for c in cfg.conditionings}
-    todo = [c for c in cfg.conditionings if not (members[MEMBER_NAMES[c]] / "done").is_file()]
+    todo = [c for c in cfg.conditionings if not member_finished(cfg, root, c)]
     if todo and cfg.parallel > 1:
         # Small models use two cores poorly; one single-threaded process per DiT trains ~1.5x more per second.
         import multiprocessing
@@ -523,6 +534,8 @@ def run_pretrain(cfg: PretrainConfig, resume: bool = False) -> dict:
         print(f"the sitting ended before every DiT finished; continue with: itercomp pretrain --resume "
               f"--output-dir {root} (and the same settings)")  # fmt: skip
         return {"members": {}, "eval": {}, "timings": timings, "finished": False}
+    for conditioning in todo:  # a member trained now (a new or an extended run) is measured again
+        forget_evaluation(root, MEMBER_NAMES[conditioning])
     if cfg.layout_expert_steps and "deep_fusion" in cfg.conditionings:
         timed("layout_expert", lambda: add_layout_expert(cfg, tokenizer, lm, root))
     update_samplers(cfg, members, root)
@@ -550,10 +563,11 @@ def add_layout_expert(cfg: PretrainConfig, tokenizer, lm, root: Path) -> None:
 
 
 def update_samplers(cfg: PretrainConfig, members: dict[str, Path], root: Path) -> None:
-    """Give each finished member the run's sampler (`sampler_eta` may change on resume: it alters sampling, not
-    training); a member whose sampler changed is measured again."""
+    """Give each finished member the run's sampler (`sampler_eta` and `sampler_eta_below` may change on resume: they
+    alter sampling, not training); a member whose sampler changed is measured again."""
+    sampler = fresh_noise(make_scheduler(cfg).config)
     for name, path in members.items():
-        if scheduler_eta(json.loads((path / "scheduler" / "scheduler_config.json").read_text())) != cfg.sampler_eta:
+        if fresh_noise(json.loads((path / "scheduler" / "scheduler_config.json").read_text())) != sampler:
             pipe = load_member(path)
             pipe.register_modules(scheduler=make_scheduler(cfg))
             save_member(pipe, path)

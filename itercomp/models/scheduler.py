@@ -7,6 +7,8 @@ eps = x + (1 - s) v. The step to s' keeps x0 and re-mixes the noise:
 
 eta 0 is the Euler (ODE) step; eta 1 is diffusers' `stochastic_sampling` (all noise fresh). In between, the fresh
 noise lets later steps correct what earlier ones got wrong while the estimate's own noise keeps the trajectory.
+`eta_below` limits the fresh noise to the steps that end below that noise level: the steps above follow the ODE, so
+the layout the first steps draw is kept while the later steps still correct the details.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.utils.torch_utils import randn_tensor
 
 
-def scheduler_eta(config) -> float:
-    """The share of fresh noise a flow-matching scheduler's config samples with: its `eta`, or diffusers'
-    `stochastic_sampling` (eta 1) for a plain `FlowMatchEulerDiscreteScheduler`."""
-    return config.get("eta", 1.0 if config.get("stochastic_sampling") else 0.0)
+def fresh_noise(config) -> dict:
+    """How a flow-matching scheduler's config draws fresh noise: its `eta` (diffusers' `stochastic_sampling` is
+    eta 1 for a plain `FlowMatchEulerDiscreteScheduler`) and `eta_below` (1: on every step)."""
+    return {"eta": config.get("eta", 1.0 if config.get("stochastic_sampling") else 0.0),
+            "eta_below": config.get("eta_below", 1.0)}  # fmt: skip
 
 
 def eta_step(sample, velocity, sigma, sigma_next, eta: float, noise):
@@ -33,12 +36,13 @@ def eta_step(sample, velocity, sigma, sigma_next, eta: float, noise):
 
 # diffusers loads a pipeline component of another library by looking its base class up in that module, so
 # model_index.json's `itercomp.models.scheduler` must hold `SchedulerMixin`.
-__all__ = ["FlowMatchEtaScheduler", "SchedulerMixin", "eta_step", "scheduler_eta"]
+__all__ = ["FlowMatchEtaScheduler", "SchedulerMixin", "eta_step", "fresh_noise"]
 
 
 class FlowMatchEtaScheduler(FlowMatchEulerDiscreteScheduler):
     """`FlowMatchEulerDiscreteScheduler` (every option of it) plus `eta` in [0, 1]: the share of each step's noise
-    drawn fresh, from the `generator` given to `step` (diffusers' pipelines pass theirs)."""
+    drawn fresh, from the `generator` given to `step` (diffusers' pipelines pass theirs), on the steps that end
+    below the noise level `eta_below` (in (0, 1]; 1: every step)."""
 
     @register_to_config
     def __init__(
@@ -58,23 +62,29 @@ class FlowMatchEtaScheduler(FlowMatchEulerDiscreteScheduler):
         time_shift_type: str = "exponential",
         stochastic_sampling: bool = False,
         eta: float = 0.0,
+        eta_below: float = 1.0,
     ):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1] (0 = the Euler ODE step, 1 = all noise fresh), got {eta}")
+        if not 0.0 < eta_below <= 1.0:
+            raise ValueError(
+                f"eta_below must be a noise level in (0, 1] (1 = fresh noise on every step), got {eta_below}"
+            )
         if eta and stochastic_sampling:
             raise ValueError("set eta or stochastic_sampling, not both (stochastic_sampling is eta 1)")
-        options = {k: v for k, v in locals().items() if k not in ("self", "eta", "__class__")}
+        options = {k: v for k, v in locals().items() if k not in ("self", "eta", "eta_below", "__class__")}
         super().__init__(**options)
 
     def step(self, model_output, timestep, sample, *args, generator=None, return_dict: bool = True, **kwargs):
-        if not self.config.eta or kwargs.get("per_token_timesteps") is not None:
-            return super().step(model_output, timestep, sample, *args, generator=generator, return_dict=return_dict,
-                                **kwargs)  # fmt: skip
         if self.step_index is None:
             self._init_step_index(timestep)
         sigma, sigma_next = self.sigmas[self.step_index], self.sigmas[self.step_index + 1]
+        eta = self.config.eta if sigma_next < self.config.eta_below else 0.0
+        if not eta or kwargs.get("per_token_timesteps") is not None:
+            return super().step(model_output, timestep, sample, *args, generator=generator, return_dict=return_dict,
+                                **kwargs)  # fmt: skip
         noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
-        prev = eta_step(sample.float(), model_output.float(), sigma, sigma_next, self.config.eta, noise)
+        prev = eta_step(sample.float(), model_output.float(), sigma, sigma_next, eta, noise)
         self._step_index += 1
         prev = prev.to(model_output.dtype)
         return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev) if return_dict else (prev,)
