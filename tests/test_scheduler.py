@@ -64,3 +64,5 @@ def test_eta_round_trips_and_bad_values_are_refused(tmp_path):
         FlowMatchEtaScheduler(eta=1.5)
     with pytest.raises(ValueError, match="not both"):
         FlowMatchEtaScheduler(eta=0.5, stochastic_sampling=True)
+    with pytest.raises(ValueError, match="not both"):
+        FlowMatchEtaScheduler(eta_below=0.5, stochastic_sampling=True)

@@ -70,8 +70,8 @@ class FlowMatchEtaScheduler(FlowMatchEulerDiscreteScheduler):
             raise ValueError(
                 f"eta_below must be a noise level in (0, 1] (1 = fresh noise on every step), got {eta_below}"
             )
-        if eta and stochastic_sampling:
-            raise ValueError("set eta or stochastic_sampling, not both (stochastic_sampling is eta 1)")
+        if stochastic_sampling and (eta or eta_below < 1):
+            raise ValueError("set eta (and eta_below) or stochastic_sampling, not both (stochastic_sampling is eta 1)")
         options = {k: v for k, v in locals().items() if k not in ("self", "eta", "eta_below", "__class__")}
         super().__init__(**options)
 
