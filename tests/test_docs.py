@@ -74,3 +74,18 @@ def test_relative_links_resolve(page: Path):
 def test_readme_is_a_short_manual():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 150, f"README.md has {len(lines)} lines; move measurements into docs/ (150 at most)"
+
+
+def test_no_issue_numbers():
+    """Code and docs say what a thing does or which target it meets, never which tracker issue asked for it."""
+    pattern = re.compile(r"\bissues?\s*#?\d+", re.IGNORECASE)
+    files = [*PAGES, ROOT / "Makefile"]
+    for folder in ("itercomp", "bench", "recipes", "tests"):
+        files += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".md", ".yaml", ".yml", ".toml"}]
+    hits = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not hits, "issue numbers in code or docs (say what the thing does instead):\n" + "\n".join(hits)
