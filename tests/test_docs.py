@@ -4,6 +4,7 @@ has one, a heading of that file (GitHub's anchors); the README stays a short man
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+@cache
 def anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings (read once per page, however many links point at it)."""
     seen: dict[str, int] = {}
     out = set()
     for line in prose(page.read_text()):
