@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,39 @@ def resumed_batches(accelerator, loader, done: int, epoch_states: dict, states: 
         yield from rest
 
 
+@dataclass
+class AspectRun:
+    """One aspect's training: its prepared model, optimiser, schedule and loaders, and the state a checkpoint
+    saves (step, epoch, best validation, history, patience, seconds, pairs trained, and for the epoch a checkpoint
+    cut, the random states and running loss it had reached)."""
+
+    config: RewardTrainConfig
+    aspect: str
+    accelerator: object
+    folder: Path
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    params: list[torch.Tensor]
+    train_set: RankingDataset
+    val_set: RankingDataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    total_steps: int
+    view_rng: np.random.Generator
+    sampler_rng: object = None
+    step: int = 0
+    first_epoch: int = 0
+    seconds: float = 0.0
+    best: dict = field(default_factory=lambda: {"loss": float("inf"), "epoch": -1})
+    history: list[dict] = field(default_factory=list)
+    stale: int = 0
+    pairs_done: int = 0
+    seen: list[int] = field(default_factory=list)  # the rankings of the current epoch's shard on this process
+    epoch_loss: float = 0.0  # the mean train loss of the last epoch trained
+    cut: dict | None = None  # the checkpoint's position and per-process state, until the cut epoch resumes
+
+
 def train_aspect(
     config: RewardTrainConfig,
     aspect: str,
@@ -202,13 +236,33 @@ def train_aspect(
     accelerator,
     on_step: Callable[[str, int], None] | None = None,
 ) -> dict:
-    from accelerate.utils import gather_object, set_seed
-
+    """Train one aspect's reward model: an epoch of optimiser steps, then validation (the best model is saved),
+    until `epochs`, `max_minutes` or `patience` stops it; resumes from the aspect's checkpoint with `resume`."""
     folder = Path(config.output_dir) / aspect
     resume_from = checkpoint_dir(folder) if config.resume else None
     if config.resume and resume_from is None and (folder / "train_state.json").is_file():
         accelerator.print(f"[{aspect}] finished in an earlier run ({folder / 'train_state.json'}): kept")
         return read_json(folder / "train_state.json")
+    run = prepare_aspect(config, aspect, data, accelerator, folder, resume_from)
+    started = time.perf_counter() - run.seconds
+    bar = tqdm(total=run.total_steps, initial=run.step, desc=aspect, unit="step",
+               disable=not accelerator.is_local_main_process)  # fmt: skip
+    for epoch in range(run.first_epoch, config.epochs):
+        train_epoch(run, epoch, bar, started, on_step)
+        validate(run, epoch)
+        if stop_after(run, epoch, minutes=(time.perf_counter() - started) / 60):
+            break
+    bar.close()
+    return finish_aspect(run, time.perf_counter() - started)
+
+
+def prepare_aspect(
+    config: RewardTrainConfig, aspect: str, data: RankingFile, accelerator, folder: Path, resume_from: Path | None
+) -> AspectRun:
+    """The aspect's rankings, model (frozen share, resumed weights), loaders, optimiser and cosine schedule,
+    prepared by the accelerator, and the training state of `resume_from` when given."""
+    from accelerate.utils import set_seed
+
     set_seed(config.seed)
     train_rankings = data.select(aspect, "train")[: config.max_train_rankings]
     val_rankings = data.select(aspect, "val")
@@ -245,150 +299,169 @@ def train_aspect(
     train_pairs = sum(len(ranking_pairs(r)) for r in train_rankings)
     world = accelerator.num_processes
     per_step = world * config.batch_rankings * accumulation
-    n_params = sum(p.numel() for p in model.parameters())
+    unwrapped = accelerator.unwrap_model(model)
     accelerator.print(
         f"[{aspect}] {len(train_rankings)} train rankings ({train_pairs} pairs), {len(val_rankings)} val rankings | "
         f"{world} process(es) x {config.batch_rankings} rankings x {accumulation} accumulated = {per_step} rankings "
         f"per step (~{round(per_step * train_pairs / len(train_rankings))} pairs) | "
         f"{steps_per_epoch} steps/epoch x {config.epochs} epochs = {total_steps} steps | "
-        f"{sum(p.numel() for p in params):,} trainable of {n_params:,} parameters ({frozen} tensors frozen) | "
-        f"backbone {model.module.config.backbone if hasattr(model, 'module') else model.config.backbone} "
-        f"at {size} px | image cache {config.image_cache_mb:g} MiB"
+        f"{sum(p.numel() for p in params):,} trainable of {sum(p.numel() for p in model.parameters()):,} "
+        f"parameters ({frozen} tensors frozen) | backbone {unwrapped.config.backbone} at {size} px | "
+        f"image cache {config.image_cache_mb:g} MiB"
     )
-
-    view_rng = np.random.default_rng(config.seed + accelerator.process_index)
-    sampler_rng = getattr(train_loader, "synchronized_generator", None)
-    best = {"loss": float("inf"), "epoch": -1}
-    history, seen, pairs_done, stale = [], [], 0, 0
-    step, first_epoch, seconds, process = 0, 0, 0.0, None
+    run = AspectRun(
+        config, aspect, accelerator, folder, model, optimizer, scheduler, params, train_set, val_set,
+        train_loader, val_loader, total_steps, view_rng=np.random.default_rng(config.seed + accelerator.process_index),
+        sampler_rng=getattr(train_loader, "synchronized_generator", None),
+    )  # fmt: skip
     if resume_from is not None:
         progress = read_progress(resume_from, world)
         process = load_training_state(resume_from, accelerator, optimizer, scheduler)
-        best, history, stale = progress["best"], progress["history"], progress["stale"]
-        step, first_epoch, seconds = progress["step"], progress["epoch"], progress["seconds"]
-        pairs_done = process["pairs_done"]
+        run.best, run.history, run.stale = progress["best"], progress["history"], progress["stale"]
+        run.step, run.first_epoch, run.seconds = progress["step"], progress["epoch"], progress["seconds"]
+        run.pairs_done = process["pairs_done"]
+        run.cut = {"position": progress["position"], **process}
         accelerator.print(
-            f"[{aspect}] resuming from {resume_from}: epoch {first_epoch}, batch {progress['position']}, "
-            f"step {step} of {total_steps}"
+            f"[{aspect}] resuming from {resume_from}: epoch {run.first_epoch}, batch {progress['position']}, "
+            f"step {run.step} of {total_steps}"
         )
-    started = time.perf_counter() - seconds
-    bar = tqdm(total=total_steps, initial=step, desc=aspect, unit="step", disable=not accelerator.is_local_main_process)
-    for epoch in range(first_epoch, config.epochs):
-        if process is not None and epoch == first_epoch:  # the epoch the checkpoint cut
-            position, epoch_states = progress["position"], process["epoch_states"]
-            running, batches, seen = process["running"], process["batches"], process["seen"]
-            batches_left = resumed_batches(
-                accelerator, train_loader, position, epoch_states, process["states"], view_rng, sampler_rng
-            )
-        else:
-            running, batches, seen, position = 0.0, 0, [], 0  # `seen`: this epoch's shard on this process
-            epoch_states = random_states(view_rng, sampler_rng) if config.checkpoint_every else None
-            batches_left = train_loader
-        for batch in batches_left:
-            seen += batch["index"].tolist()
-            unwrapped = accelerator.unwrap_model(model)
-            if config.train_views:
-                batch["images"], batch["prompts"] = random_view(batch["images"], batch["prompts"], view_rng)
-            with accelerator.accumulate(model):
-                rewards = model(batch["images"], **unwrapped.tokenize(batch["prompts"]))
-                loss = pair_loss(rewards, batch["better"], batch["worse"])
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()  # accelerate's optimiser steps (and zeroes) on a window's last batch only
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            position += 1
-            pairs_done += len(batch["better"])
-            running, batches = running + loss.item(), batches + 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            accelerator.log(
-                {f"{aspect}/train_loss": loss.item(), f"{aspect}/lr": scheduler.get_last_lr()[0]}, step=step
-            )
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / batches:.3f}", best_val=f"{best['loss']:.3f}")
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(
-                    folder, accelerator, model, optimizer, scheduler,
-                    progress={"step": step, "epoch": epoch, "position": position, "best": best, "history": history,
-                              "stale": stale, "seconds": time.perf_counter() - started},
-                    process={"epoch_states": epoch_states, "states": random_states(view_rng),
-                             "running": running, "batches": batches, "seen": seen, "pairs_done": pairs_done},
-                )  # fmt: skip
-            if on_step is not None:
-                on_step(aspect, step)
-        val = pair_metrics(model, val_loader, accelerator)
+    return run
+
+
+def train_epoch(run: AspectRun, epoch: int, bar, started: float, on_step) -> None:
+    """One pass over the train loader (the rest of it, for the epoch a checkpoint cut): Bradley-Terry loss,
+    accumulated optimiser steps, checkpoints every `checkpoint_every` steps; the epoch's mean train loss goes to
+    `run.epoch_loss`."""
+    config, accelerator, model = run.config, run.accelerator, run.model
+    if run.cut is not None:  # the epoch the checkpoint cut
+        cut, run.cut = run.cut, None
+        position, epoch_states = cut["position"], cut["epoch_states"]
+        running, batches, run.seen = cut["running"], cut["batches"], cut["seen"]
+        batches_left = resumed_batches(
+            accelerator, run.train_loader, position, epoch_states, cut["states"], run.view_rng, run.sampler_rng
+        )
+    else:
+        running, batches, run.seen, position = 0.0, 0, [], 0
+        epoch_states = random_states(run.view_rng, run.sampler_rng) if config.checkpoint_every else None
+        batches_left = run.train_loader
+    unwrapped = accelerator.unwrap_model(model)
+    for batch in batches_left:
+        run.seen += batch["index"].tolist()
+        if config.train_views:
+            batch["images"], batch["prompts"] = random_view(batch["images"], batch["prompts"], run.view_rng)
+        with accelerator.accumulate(model):
+            rewards = model(batch["images"], **unwrapped.tokenize(batch["prompts"]))
+            loss = pair_loss(rewards, batch["better"], batch["worse"])
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm:
+                accelerator.clip_grad_norm_(run.params, config.max_grad_norm)
+            run.optimizer.step()  # accelerate's optimiser steps (and zeroes) on a window's last batch only
+            if accelerator.sync_gradients:
+                run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        position += 1
+        run.pairs_done += len(batch["better"])
+        running, batches = running + loss.item(), batches + 1
+        if not accelerator.sync_gradients:
+            continue
+        run.step += 1
         accelerator.log(
-            {f"{aspect}/val_loss": val["loss"], f"{aspect}/val_accuracy": val["accuracy"], f"{aspect}/epoch": epoch},
-            step=step,
+            {f"{run.aspect}/train_loss": loss.item(), f"{run.aspect}/lr": run.scheduler.get_last_lr()[0]},
+            step=run.step,
         )
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": running / max(batches, 1),
-                "val_loss": val["loss"],
-                "val_accuracy": val["accuracy"],
-            }
-        )
-        if val["loss"] < best["loss"]:
-            best = {"loss": val["loss"], "accuracy": val["accuracy"], "epoch": epoch}
-            stale = 0
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(folder)
-        else:
-            stale += 1
-        accelerator.wait_for_everyone()
-        minutes = (time.perf_counter() - started) / 60
-        if config.max_minutes is not None and minutes >= config.max_minutes and epoch + 1 < config.epochs:
-            accelerator.print(f"[{aspect}] time budget of {config.max_minutes} min reached after epoch {epoch}")
-            break
-        if config.patience is not None and stale >= config.patience:
-            accelerator.print(f"[{aspect}] no better val loss for {stale} epochs: stopping after epoch {epoch}")
-            break
-    bar.close()
-    seconds = time.perf_counter() - started
-    all_pairs = sum(gather_object([pairs_done]))
-    # Evidence for the multi-process contract: who saw which rankings, and that the weights agree.
+        bar.update(1)
+        bar.set_postfix(loss=f"{running / batches:.3f}", best_val=f"{run.best['loss']:.3f}")
+        if config.checkpoint_every and run.step % config.checkpoint_every == 0:
+            save_checkpoint(
+                run.folder, accelerator, model, run.optimizer, run.scheduler,
+                progress={"step": run.step, "epoch": epoch, "position": position, "best": run.best,
+                          "history": run.history, "stale": run.stale, "seconds": time.perf_counter() - started},
+                process={"epoch_states": epoch_states, "states": random_states(run.view_rng), "running": running,
+                         "batches": batches, "seen": run.seen, "pairs_done": run.pairs_done},
+            )  # fmt: skip
+        if on_step is not None:
+            on_step(run.aspect, run.step)
+    run.epoch_loss = running / max(batches, 1)
+
+
+def validate(run: AspectRun, epoch: int) -> None:
+    """The epoch's validation pair loss and accuracy into the history; a better loss saves the model."""
+    accelerator = run.accelerator
+    val = pair_metrics(run.model, run.val_loader, accelerator)
+    accelerator.log(
+        {f"{run.aspect}/val_loss": val["loss"], f"{run.aspect}/val_accuracy": val["accuracy"],
+         f"{run.aspect}/epoch": epoch},
+        step=run.step,
+    )  # fmt: skip
+    run.history.append(
+        {"epoch": epoch, "train_loss": run.epoch_loss, "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+    )
+    if val["loss"] < run.best["loss"]:
+        run.best, run.stale = {"loss": val["loss"], "accuracy": val["accuracy"], "epoch": epoch}, 0
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(run.model).save_pretrained(run.folder)
+    else:
+        run.stale += 1
+    accelerator.wait_for_everyone()
+
+
+def stop_after(run: AspectRun, epoch: int, minutes: float) -> bool:
+    """Whether the time budget (`max_minutes`) or `patience` ends training after this epoch."""
+    config, say = run.config, run.accelerator.print
+    if config.max_minutes is not None and minutes >= config.max_minutes and epoch + 1 < config.epochs:
+        say(f"[{run.aspect}] time budget of {config.max_minutes} min reached after epoch {epoch}")
+        return True
+    if config.patience is not None and run.stale >= config.patience:
+        say(f"[{run.aspect}] no better val loss for {run.stale} epochs: stopping after epoch {epoch}")
+        return True
+    return False
+
+
+def finish_aspect(run: AspectRun, seconds: float) -> dict:
+    """The summary (with each process's rankings and final weights' digest, the evidence of the multi-process
+    contract); the best model gets its reward statistics and `train_state.json`, and the checkpoint goes."""
+    from accelerate.utils import gather_object
+
+    accelerator, config, best = run.accelerator, run.config, run.best
+    all_pairs = sum(gather_object([run.pairs_done]))
     processes = gather_object(
         [
             {
                 "rank": accelerator.process_index,
-                "rankings_seen": sorted(set(seen)),
-                "weights": weights_digest(accelerator.unwrap_model(model).state_dict()),
+                "rankings_seen": sorted(set(run.seen)),
+                "weights": weights_digest(accelerator.unwrap_model(run.model).state_dict()),
             }
         ]
     )
+    train_rankings = run.train_set.rankings
     summary = {
-        "aspect": aspect,
-        "world_size": world,
+        "aspect": run.aspect,
+        "world_size": accelerator.num_processes,
         "train_rankings": len(train_rankings),
-        "train_pairs": train_pairs,
-        "val_rankings": len(val_rankings),
+        "train_pairs": sum(len(ranking_pairs(r)) for r in train_rankings),
+        "val_rankings": len(run.val_set),
         "best_epoch": best["epoch"],
         "best_val_loss": best["loss"],
         "best_val_accuracy": best.get("accuracy"),
-        "epochs_run": len(history),
+        "epochs_run": len(run.history),
         "seconds": round(seconds, 2),
         "pairs_per_second": round(all_pairs / seconds, 1),
-        "history": history,
+        "history": run.history,
         "processes": [
             {**p, "rankings_seen": len(p["rankings_seen"]), "last_epoch_ids": p["rankings_seen"]} for p in processes
         ],
     }
     if accelerator.is_main_process:
-        best_model = RewardModel.from_pretrained(folder).to(accelerator.device)
-        mean, std = reward_stats(best_model, train_set, config.batch_rankings)
+        best_model = RewardModel.from_pretrained(run.folder).to(accelerator.device)
+        mean, std = reward_stats(best_model, run.train_set, config.batch_rankings)
         best_model.set_reward_stats(mean, std)
-        best_model.save_pretrained(folder)
+        best_model.save_pretrained(run.folder)
         summary.update(reward_mean=mean, reward_std=std)
-        write_json(folder / "train_state.json", summary)
-        remove_checkpoint(folder)  # the aspect is done: its folder is the reward model and its record
+        write_json(run.folder / "train_state.json", summary)
+        remove_checkpoint(run.folder)  # the aspect is done: its folder is the reward model and its record
         accelerator.print(
-            f"[{aspect}] best epoch {best['epoch']}: val loss {best['loss']:.4f}, val pair accuracy "
-            f"{best.get('accuracy', 0):.3f}; {summary['pairs_per_second']} pairs/s; saved {folder}"
+            f"[{run.aspect}] best epoch {best['epoch']}: val loss {best['loss']:.4f}, val pair accuracy "
+            f"{best.get('accuracy', 0):.3f}; {summary['pairs_per_second']} pairs/s; saved {run.folder}"
         )
     accelerator.wait_for_everyone()
     accelerator.free_memory()
