@@ -230,8 +230,6 @@ def render_gallery(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Render every (prompt, member, seed) image that is not in `out` yet; returns the run summary (run.json)."""
-    from tqdm import tqdm
-
     out = Path(out)
     acc = accelerator or _Single()
     main = acc.is_main_process
@@ -239,26 +237,7 @@ def render_gallery(
     prompts = unique_prompts(list(prompts))
     if not prompts:
         raise ItercompError("no prompts to render")
-    specs = gallery.select(list(members) if members else None)
-    generators: list[Generator] = [spec.build() for spec in specs]
-    missing = {g.name: g.unavailable() for g in generators}
-    missing = {name: why for name, why in missing.items() if why}
-    if missing and not skip_unavailable:
-        runnable = [g.name for g in generators if g.name not in missing]
-        raise ItercompError(
-            "cannot load gallery member(s) "
-            + "; ".join(f"{name!r}: {why}" for name, why in missing.items())
-            + (
-                f". Render the others with --members {','.join(runnable)} or pass --skip-unavailable"
-                if runnable
-                else ""
-            )
-        )
-    for name, why in missing.items():
-        say(f"skipping member {name!r}: {why}")
-    generators = [g for g in generators if g.name not in missing]
-    if not generators:
-        raise ItercompError("no gallery member can load here; see the messages above")
+    generators, missing = loadable_members(gallery, members, skip_unavailable, say)
 
     seeds = seeds_for(images_per_prompt, seed)
     jobs = plan(prompts, [g.name for g in generators], seeds)
@@ -283,11 +262,73 @@ def render_gallery(
     if pending and acc.num_processes > 1:
         say(f"splitting {len(pending)} images across {acc.num_processes} processes")
 
+    start = time.perf_counter()
+    rendered = render_share(generators, pending, out, acc, batch_size, progress=main and progress)
+    seconds = time.perf_counter() - start
+    counts = _gather(acc, rendered)
+    acc.wait_for_everyone()
+
+    summary = {
+        "gallery": gallery.name,
+        "gallery_file": gallery.source,
+        "members": [g.describe() for g in generators],
+        "skipped_members": missing,
+        "prompts": len(prompts),
+        "seeds": seeds,
+        "images": len(jobs),
+        "already_there": done,
+        "rendered": len(pending),
+        "world_size": acc.num_processes,
+        "rendered_per_process": counts,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(pending) / seconds, 2) if pending and seconds > 0 else None,
+    }
+    if main:
+        records = write_manifest(out, jobs)
+        write_prompts(out, prompts)
+        if grids:
+            touched = {j.prompt_id for j in pending}
+            write_grids(out, prompts, [g.name for g in generators], seeds, touched)
+        write_json(out / "run.json", summary)
+        say(f"{len(records)} images in {out / MANIFEST} ({len(pending)} rendered now, {done} were there)")
+    acc.wait_for_everyone()
+    return summary
+
+
+def loadable_members(
+    gallery: Gallery, members: Sequence[str] | None, skip_unavailable: bool, say: Callable[[str], None]
+) -> tuple[list[Generator], dict[str, str]]:
+    """The selected members' generators that can load here, and {name: why} of those that cannot (an error
+    naming them and the fix, unless `skip_unavailable`)."""
+    generators: list[Generator] = [spec.build() for spec in gallery.select(list(members) if members else None)]
+    missing = {g.name: why for g in generators if (why := g.unavailable())}
+    if missing and not skip_unavailable:
+        runnable = [g.name for g in generators if g.name not in missing]
+        others = f". Render the others with --members {','.join(runnable)} or pass --skip-unavailable"
+        raise ItercompError(
+            "cannot load gallery member(s) "
+            + "; ".join(f"{name!r}: {why}" for name, why in missing.items())
+            + (others if runnable else "")
+        )
+    for name, why in missing.items():
+        say(f"skipping member {name!r}: {why}")
+    generators = [g for g in generators if g.name not in missing]
+    if not generators:
+        raise ItercompError("no gallery member can load here; see the messages above")
+    return generators, missing
+
+
+def render_share(
+    generators: Sequence[Generator], pending: Sequence[Job], out: Path, acc, batch_size: int | None, progress: bool
+) -> int:
+    """Render this process's share of the pending images (every `num_processes`-th of each member's), one member
+    loaded at a time, in batches; returns how many it rendered."""
+    from tqdm import tqdm
+
     rank, world = acc.process_index, acc.num_processes
     mine = {g.name: [j for j in pending if j.generator == g.name][rank::world] for g in generators}
-    start = time.perf_counter()
     rendered = 0
-    bar = tqdm(total=sum(map(len, mine.values())), unit="img", desc="gallery", disable=not (main and progress))
+    bar = tqdm(total=sum(map(len, mine.values())), unit="img", desc="gallery", disable=not progress)
     for generator in generators:
         todo = mine[generator.name]
         if not todo:
@@ -312,35 +353,7 @@ def render_gallery(
             bar.update(len(batch))
         generator.unload()
     bar.close()
-    seconds = time.perf_counter() - start
-    counts = _gather(acc, rendered)
-    acc.wait_for_everyone()
-
-    summary = {
-        "gallery": gallery.name,
-        "gallery_file": gallery.source,
-        "members": [g.describe() for g in generators],
-        "skipped_members": missing,
-        "prompts": len(prompts),
-        "seeds": seeds,
-        "images": len(jobs),
-        "already_there": done,
-        "rendered": len(pending),
-        "world_size": world,
-        "rendered_per_process": counts,
-        "seconds": round(seconds, 3),
-        "images_per_second": round(len(pending) / seconds, 2) if pending and seconds > 0 else None,
-    }
-    if main:
-        records = write_manifest(out, jobs)
-        write_prompts(out, prompts)
-        if grids:
-            touched = {j.prompt_id for j in pending}
-            write_grids(out, prompts, [g.name for g in generators], seeds, touched)
-        write_json(out / "run.json", summary)
-        say(f"{len(records)} images in {out / MANIFEST} ({len(pending)} rendered now, {done} were there)")
-    acc.wait_for_everyone()
-    return summary
+    return rendered
 
 
 def write_manifest(out: Path, jobs: Sequence[Job]) -> list[dict]:
