@@ -127,6 +127,9 @@ def main() -> None:
             f"{name}: "
             + ", ".join(f"{a} {evaluation['summary'][a]['accuracy']:.3f}" for a in ASPECTS)
             + f"; objects of binding prompts drawn {evaluation['summary'][ASPECTS[0]]['object_accuracy']:.3f}"
+            + " (missed on "
+            + ", ".join(f"{k} {v:.3f}" for k, v in evaluation["summary"][ASPECTS[0]]["object_misses"].items())
+            + ")"
             + f"; coverage {evaluation['summary'][ASPECTS[0]]['coverage']:.3f} (ground truth {truth:.3f})"
             + f"; {speed:.0f} images/s"
         )

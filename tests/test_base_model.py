@@ -478,6 +478,8 @@ def test_evaluation_counts_objects_drawn_and_coverage():
     drawn = evaluate_pipeline(Renderer(blank=False), prompts)["summary"]
     blank = evaluate_pipeline(Renderer(blank=True), prompts)["summary"]
     assert drawn["attribute_binding"]["object_accuracy"] == 1.0 and blank["attribute_binding"]["object_accuracy"] == 0
+    assert drawn["attribute_binding"]["object_misses"] == {}
+    assert blank["attribute_binding"]["object_misses"] == {"present": 1.0}  # nothing else counts for a missing object
     assert 0.02 < drawn["attribute_binding"]["coverage"] < 0.5 and blank["attribute_binding"]["coverage"] == 0
 
 

@@ -299,13 +299,12 @@ def test_evaluate_pipeline_rows_match_the_shapes_evaluator():
     prompts = [("attribute_binding", "a red circle and a small hollow blue square"),
                ("spatial_relationship", "a green cross above a yellow triangle")]  # fmt: skip
     result = evaluate_pipeline(Renderer(), prompts)
-    assert list(result["rows"][0]) == ["objects", "objects_drawn", "coverage", "prompt_id", "prompt", "aspect",
-                                       "seed", "correct", "score"]  # fmt: skip
+    assert list(result["rows"][0]) == ["objects", "objects_drawn", "object_misses", "coverage", "prompt_id", "prompt",
+                                       "aspect", "seed", "correct", "score"]  # fmt: skip
     rows = build_evaluator("shapes").score(list(result["images"]), [p for _, p in prompts], [a for a, _ in prompts])
     for theirs, mine in zip(result["rows"], rows):
-        assert {k: theirs[k] for k in ("objects", "objects_drawn", "coverage", "correct", "score")} == {
-            k: mine[k] for k in ("objects", "objects_drawn", "coverage", "correct", "score")
-        }
+        keys = ("objects", "objects_drawn", "object_misses", "coverage", "correct", "score")
+        assert {k: theirs[k] for k in keys} == {k: mine[k] for k in keys}
 
 
 # ---- t2i_compbench on tiny models --------------------------------------------------------------------------------

@@ -162,3 +162,16 @@ def test_predicate_failures_name_what_fails_and_what_alone_fails():
     assert table["to the left of"] == {"checked": 3, "failed": 2, "sole_failure": 1}  # alone wrong in `swapped`
     assert table["present"] == {"checked": 6, "failed": 1, "sole_failure": 0}
     assert list(table)[0] == "to the left of"  # most failures first
+
+
+def test_object_failures_name_what_each_object_misses():
+    from itercomp.world.evaluate import object_failures, object_misses, objects_drawn
+
+    image = render("a red square and a small hollow blue square", seed=0)
+    wrong_shape = score(image, "a red circle and a small hollow blue square")
+    assert object_failures(wrong_shape) == [("shape",), ()] and objects_drawn(wrong_shape) == [False, True]
+    wrong_fill_and_size = score(image, "a red square and a large solid blue square")
+    assert object_failures(wrong_fill_and_size) == [(), ("fill", "size")]
+    assert object_misses(wrong_fill_and_size) == {"fill": 1, "size": 1}
+    blank = score(image * 0, "a red square and a large solid blue square")
+    assert object_misses(blank) == {"present": 2}  # a missing object fails on presence alone

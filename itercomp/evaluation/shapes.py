@@ -1,6 +1,6 @@
 """The shapes world's oracle as an evaluator: exact verdicts from pixels (docs/design.md §3).
 
-A row holds the oracle's `correct` and soft `score`, the objects of the prompt and how many are drawn as asked,
+A row holds the oracle's `correct` and soft `score`, the objects of the prompt, how many are drawn as asked and what the others miss,
 the share of the canvas painted (`coverage`) and the per-predicate verdicts: the numbers `evaluate_pipeline`
 reports, from the same helpers (itercomp.world.evaluate).
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from itercomp.errors import PromptError
 from itercomp.evaluation.base import Evaluator, EvaluatorConfig, check_inputs
 from itercomp.evaluation.registry import register_evaluator
-from itercomp.world.evaluate import coverage, objects_drawn
+from itercomp.world.evaluate import coverage, object_misses, objects_drawn
 from itercomp.world.oracle import score
 
 
@@ -43,6 +43,7 @@ class ShapesEvaluator(Evaluator):
                     "correct": verdict.correct,
                     "objects": len(drawn),
                     "objects_drawn": sum(drawn),
+                    "object_misses": object_misses(verdict),
                     "coverage": coverage(image),
                     "predicates": [asdict(p) for p in verdict.predicates],
                 }

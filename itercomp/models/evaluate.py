@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import torch
 
-from itercomp.world.evaluate import coverage, objects_drawn, summarize
+from itercomp.world.evaluate import coverage, object_misses, objects_drawn, summarize
 from itercomp.world.oracle import score
 from itercomp.world.prompts import generate_prompts
 from itercomp.world.vocab import ASPECTS
@@ -72,6 +74,7 @@ def oracle_rows(rows: list[dict], images) -> list[dict]:
             {
                 "objects": len(drawn),
                 "objects_drawn": sum(drawn),
+                "object_misses": object_misses(verdict),
                 "coverage": coverage(image),
                 **row,
                 "correct": verdict.correct,
@@ -88,12 +91,18 @@ def shapes_summary(rows: list[dict]) -> dict:
 
 
 def add_object_stats(summary: dict, rows: list[dict]) -> dict:
-    """`object_accuracy` and `coverage` added to each aspect of a summary whose rows carry the shapes
-    evaluator's object counts (other evaluators' summaries are returned as they are)."""
+    """`object_accuracy`, `object_misses` (per predicate kind, the share of the objects that fail on it) and
+    `coverage` added to each aspect of a summary whose rows carry the shapes evaluator's object counts (other
+    evaluators' summaries are returned as they are)."""
     for aspect, entry in summary.items():
         mine = [r for r in rows if r["aspect"] == aspect]
         if mine and all("objects_drawn" in r for r in mine):
-            entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / max(1, sum(r["objects"] for r in mine))
+            objects = max(1, sum(r["objects"] for r in mine))
+            entry["object_accuracy"] = sum(r["objects_drawn"] for r in mine) / objects
+            misses = Counter()
+            for r in mine:
+                misses.update(r.get("object_misses", {}))
+            entry["object_misses"] = {kind: n / objects for kind, n in sorted(misses.items())}
             entry["coverage"] = float(np.mean([r["coverage"] for r in mine]))
     return summary
 

@@ -9,7 +9,7 @@ prompt, the shapes world's or not (`itercomp.prompts.generic_prompt_id`, `text_k
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -108,15 +108,30 @@ def coverage(image) -> float:
     return float((np.asarray(image).max(-1) > 20).mean())
 
 
-def objects_drawn(verdict) -> list[bool]:
-    """Per object of the prompt, whether it is drawn as asked: present in its colour, with every shape, fill and
-    size word of the prompt holding (the oracle's per-object predicates, "<color> <shape>: ...")."""
-    objects: dict[str, bool] = {}
+def object_failures(verdict) -> list[tuple[str, ...]]:
+    """Per object of the prompt, what keeps it from being drawn as asked (the oracle's per-object predicates,
+    "<color> <shape>: ..."): ("present",) when no blob has its colour, else the failing ones of "shape", "fill" and
+    "size", sorted; () when it is drawn as asked."""
+    objects: dict[str, set[str]] = {}
     for predicate in verdict.predicates:
         if ": " in predicate.name:
-            name = predicate.name.split(": ", 1)[0]
-            objects[name] = objects.get(name, True) and predicate.ok
-    return list(objects.values())
+            name, what = predicate.name.split(": ", 1)
+            failing = objects.setdefault(name, set())
+            if not predicate.ok:
+                failing.add(what.split()[0])
+    return [("present",) if "present" in f else tuple(sorted(f)) for f in objects.values()]
+
+
+def objects_drawn(verdict) -> list[bool]:
+    """Per object of the prompt, whether it is drawn as asked: present in its colour, with every shape, fill and
+    size word of the prompt holding."""
+    return [not failing for failing in object_failures(verdict)]
+
+
+def object_misses(verdict) -> dict[str, int]:
+    """How many of the prompt's objects fail on each predicate kind ("present", "shape", "fill", "size"; an
+    object that fails two counts under both)."""
+    return dict(Counter(kind for failing in object_failures(verdict) for kind in failing))
 
 
 def predicate_kind(name: str) -> str:
