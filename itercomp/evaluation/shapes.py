@@ -1,8 +1,8 @@
 """The shapes world's oracle as an evaluator: exact verdicts from pixels (docs/design.md §3).
 
-A row holds the oracle's `correct` and soft `score`, the objects of the prompt, how many are drawn as asked and what the others miss,
-the share of the canvas painted (`coverage`) and the per-predicate verdicts: the numbers `evaluate_pipeline`
-reports, from the same helpers (itercomp.world.evaluate).
+A row holds the oracle's `correct` and soft `score`, the objects of the prompt, how many are drawn as asked and
+what the others miss, the share of the canvas painted (`coverage`) and the per-predicate verdicts: the numbers
+`evaluate_pipeline` reports, from the same helpers (itercomp.world.evaluate).
 """
 
 from __future__ import annotations
